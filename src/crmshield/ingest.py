@@ -1,0 +1,430 @@
+"""Ingest: landing exports -> typed Parquet in the raw zone (DuckDB).
+
+Exports are read as text and every field is cast explicitly, so postal codes
+and phone numbers keep their leading zeros. A row is then exactly one of:
+
+* **loaded** into ``raw/<entity>.parquet``;
+* **quarantined** into ``quarantine/<entity>.parquet`` with the field and a
+  reason code (malformed line, invalid date, unknown category, ...);
+* a **duplicate**: an exact repeat or an older version of a record whose
+  latest ``updated_at`` wins.
+
+``read = loaded + quarantined + duplicates`` is checked for every file, and a
+mismatch fails the stage. Raw and quarantine hold PII: they are restricted and
+nothing past the privacy stage reads them. Errors and reports carry field
+names, reason codes and positions, never the offending values.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from crmshield.config import Settings
+
+if TYPE_CHECKING:
+    import duckdb
+
+FieldType = Literal["bigint", "integer", "decimal", "varchar", "date", "timestamp", "boolean", "category"]
+
+COUNTRY_ALIASES: dict[str, str] = {
+    "united states": "US", "usa": "US", "us": "US", "united states of america": "US",
+    "canada": "CA", "ca": "CA",
+    "united kingdom": "GB", "uk": "GB", "gb": "GB", "great britain": "GB",
+    "germany": "DE", "deutschland": "DE", "de": "DE",
+    "france": "FR", "fr": "FR",
+    "netherlands": "NL", "the netherlands": "NL", "nederland": "NL", "nl": "NL",
+    "spain": "ES", "españa": "ES", "es": "ES",
+    "australia": "AU", "au": "AU",
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Field:
+    """One canonical column: where it comes from and how it is typed."""
+
+    name: str
+    source: str
+    type: FieldType = "varchar"
+    required: bool = False
+    formats: tuple[str, ...] = ()
+    allowed: tuple[str, ...] = ()  # for "category": values after normalization
+    aliases: tuple[tuple[str, str], ...] = ()  # for "category": lower-cased alias -> value
+
+
+@dataclass(frozen=True)
+class EntitySpec:
+    """How one landing file maps onto one canonical raw table."""
+
+    entity: str
+    file: str
+    format: Literal["csv", "jsonl"]
+    key: str
+    updated_at: str
+    fields: tuple[Field, ...]
+
+
+_TS = ("%Y-%m-%d %H:%M", "%Y-%m-%d %H:%M:%S")
+_ISO = ("%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%dT%H:%M:%S.%fZ", "%Y-%m-%dT%H:%M:%S%z")
+_COUNTRY = tuple(sorted(COUNTRY_ALIASES.items()))
+
+SPECS: dict[str, EntitySpec] = {
+    "contacts": EntitySpec(
+        "contacts", "hubspot_contacts.csv", "csv", "contact_id", "updated_at",
+        (
+            Field("contact_id", "Record ID", "bigint", required=True),
+            Field("first_name", "First Name"),
+            Field("last_name", "Last Name"),
+            Field("email", "Email"),
+            Field("phone", "Phone Number"),
+            Field("date_of_birth", "Date of Birth", "date", formats=("%Y-%m-%d",)),
+            Field("street", "Street Address"),
+            Field("city", "City"),
+            Field("postal_code", "Postal Code"),
+            Field("country", "Country/Region", "category", aliases=_COUNTRY),
+            Field("lifecycle_stage", "Lifecycle Stage", "category", allowed=(
+                "subscriber", "lead", "marketingqualifiedlead", "salesqualifiedlead",
+                "opportunity", "customer", "evangelist", "other")),
+            Field("created_at", "Create Date", "timestamp", required=True, formats=_TS),
+            Field("updated_at", "Last Modified Date", "timestamp", formats=_TS),
+            Field("marketing_consent", "Marketing Consent", "boolean"),
+            Field("analytics_consent", "Analytics Consent", "boolean"),
+            Field("company_id", "Associated Company ID", "bigint"),
+        ),
+    ),
+    "companies": EntitySpec(
+        "companies", "hubspot_companies.csv", "csv", "company_id", "created_at",
+        (
+            Field("company_id", "Record ID", "bigint", required=True),
+            Field("name", "Company name"),
+            Field("domain", "Company Domain Name"),
+            Field("industry", "Industry"),
+            Field("employees", "Number of Employees", "integer"),
+            Field("annual_revenue", "Annual Revenue", "decimal"),
+            Field("country", "Country/Region", "category", aliases=_COUNTRY),
+            Field("city", "City"),
+            Field("created_at", "Create Date", "timestamp", required=True, formats=_TS),
+        ),
+    ),
+    "deals": EntitySpec(
+        "deals", "hubspot_deals.csv", "csv", "deal_id", "created_at",
+        (
+            Field("deal_id", "Record ID", "bigint", required=True),
+            Field("deal_name", "Deal Name"),
+            Field("stage", "Deal Stage", "category", required=True, allowed=(
+                "appointmentscheduled", "qualifiedtobuy", "presentationscheduled",
+                "decisionmakerboughtin", "contractsent", "closedwon", "closedlost")),
+            Field("pipeline", "Pipeline"),
+            Field("amount", "Amount", "decimal"),
+            Field("currency", "Currency"),
+            Field("close_date", "Close Date", "date", formats=("%Y-%m-%d",)),
+            Field("created_at", "Create Date", "timestamp", required=True, formats=_TS),
+            Field("contact_id", "Associated Contact ID", "bigint"),
+            Field("company_id", "Associated Company ID", "bigint"),
+        ),
+    ),
+    "tickets": EntitySpec(
+        "tickets", "zendesk_tickets.jsonl", "jsonl", "ticket_id", "updated_at",
+        (
+            Field("ticket_id", "$.id", "bigint", required=True),
+            Field("requester_id", "$.requester_id", "bigint", required=True),
+            Field("subject", "$.subject"),
+            Field("description", "$.description"),
+            Field("channel", "$.via.channel", "category", allowed=("email", "web", "chat", "voice", "api")),
+            Field("priority", "$.priority", "category", allowed=("low", "normal", "high", "urgent")),
+            Field("status", "$.status", "category", required=True,
+                  allowed=("new", "open", "pending", "solved", "closed")),
+            Field("created_at", "$.created_at", "timestamp", required=True, formats=_ISO),
+            Field("updated_at", "$.updated_at", "timestamp", formats=_ISO),
+            Field("solved_at", "$.solved_at", "timestamp", formats=_ISO),
+            Field("satisfaction", "$.satisfaction_rating.score", "category",
+                  allowed=("good", "bad", "offered", "unoffered")),
+        ),
+    ),
+}  # fmt: skip
+
+
+class IngestError(RuntimeError):
+    """The landing zone cannot be ingested (missing file, missing column, broken reconciliation)."""
+
+
+@dataclass
+class FileResult:
+    """Accounting for one landing file."""
+
+    entity: str
+    file: str
+    sha256: str
+    bytes: int
+    read: int
+    loaded: int
+    quarantined: int
+    duplicates: int
+    quarantine_reasons: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class IngestResult:
+    """Accounting for the whole landing zone; ``input_fingerprint`` keys the run."""
+
+    input_fingerprint: str
+    files: dict[str, FileResult]
+
+    @property
+    def run_id(self) -> str:
+        return f"run-{self.input_fingerprint[:16]}"
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "run_id": self.run_id,
+            "input_fingerprint": self.input_fingerprint,
+            "files": {k: asdict(v) for k, v in self.files.items()},
+        }
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fingerprint(files: dict[str, str], extra: str = "") -> str:
+    """One sha256 over the named file hashes (order-independent) and ``extra``."""
+    h = hashlib.sha256()
+    for name in sorted(files):
+        h.update(f"{name}\0{files[name]}\n".encode())
+    h.update(extra.encode())
+    return h.hexdigest()
+
+
+def _q(ident: str) -> str:
+    return '"' + ident.replace('"', '""') + '"'
+
+
+def _lit(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _typed(f: Field, text: str) -> tuple[str, str | None]:
+    """SQL for the typed value and for its error code (NULL when fine)."""
+    v = f"nullif(trim({text}), '')"
+    if f.type == "varchar":
+        return v, None
+    if f.type in ("bigint", "integer", "decimal"):
+        sql_type = {"bigint": "BIGINT", "integer": "INTEGER", "decimal": "DECIMAL(18,2)"}[f.type]
+        return f"try_cast({v} AS {sql_type})", "invalid_number"
+    if f.type in ("date", "timestamp"):
+        fmts = "[" + ", ".join(_lit(x) for x in f.formats) + "]"
+        expr = f"try_strptime({v}, {fmts})"
+        if f.type == "date":
+            expr = f"CAST({expr} AS DATE)"
+        elif any("%z" in x for x in f.formats):
+            expr = f"CAST(timezone('UTC', {expr}) AS TIMESTAMP)"
+        else:
+            expr = f"CAST({expr} AS TIMESTAMP)"
+        return expr, "invalid_date"
+    if f.type == "boolean":
+        return (
+            f"CASE WHEN lower({v}) IN ('true', 'yes', 'y', '1') THEN true "
+            f"WHEN lower({v}) IN ('false', 'no', 'n', '0') THEN false END",
+            "invalid_boolean",
+        )
+    # category: map aliases, else normalize (lower, alphanumerics only) and check
+    if f.aliases:
+        cases = " ".join(f"WHEN {_lit(k)} THEN {_lit(val)}" for k, val in f.aliases)
+        return f"CASE lower({v}) {cases} END", "invalid_value"
+    norm = f"regexp_replace(lower({v}), '[^a-z0-9]', '', 'g')"
+    allowed = ", ".join(_lit(a) for a in f.allowed)
+    return f"CASE WHEN {norm} IN ({allowed}) THEN {norm} END", "invalid_value"
+
+
+def _load_source(con: duckdb.DuckDBPyConnection, spec: EntitySpec, path: Path) -> int:
+    """Create table ``src`` (one text row per record; ``_source_row`` is its
+    line number in the file) and table ``bad_lines`` (records that could not be
+    parsed at all). Returns the number of bad lines."""
+    p = _lit(str(path))
+    if spec.format == "csv":
+        con.execute(
+            f"""CREATE OR REPLACE TEMP TABLE parsed AS
+            SELECT row_number() OVER () AS _p, *
+            FROM read_csv({p}, header=true, all_varchar=true, delim=',', quote='"', escape='"',
+                          encoding='utf-8', store_rejects=true, rejects_table='rej',
+                          rejects_scan='rej_scan')"""
+        )
+        cols = {r[0] for r in con.execute("DESCRIBE parsed").fetchall()}
+        missing = [f.source for f in spec.fields if f.source not in cols]
+        if missing:
+            raise IngestError(
+                f"{path}: header is missing column(s) {missing}; expected the {spec.entity} export layout"
+            )
+        con.execute(
+            """CREATE OR REPLACE TEMP TABLE bad_lines AS
+            SELECT CAST(line AS BIGINT) AS _source_row, 'malformed_line' AS reason,
+                   'record' AS field, any_value(csv_line) AS record
+            FROM rej GROUP BY line"""
+        )
+        con.execute("DROP TABLE rej")
+        con.execute("DROP TABLE rej_scan")
+        # line number of parsed record p: header + p + rejected lines before it
+        con.execute(
+            """CREATE OR REPLACE TEMP TABLE src AS
+            WITH rj AS (SELECT _source_row AS line,
+                               row_number() OVER (ORDER BY _source_row) AS j FROM bad_lines)
+            SELECT parsed.* EXCLUDE (_p),
+                   CAST(_p + 1 + (SELECT count(*) FROM rj WHERE rj.line - rj.j <= parsed._p) AS BIGINT)
+                   AS _source_row
+            FROM parsed"""
+        )
+        con.execute("DROP TABLE parsed")
+    else:
+        con.execute(
+            f"""CREATE OR REPLACE TEMP TABLE lines AS
+            SELECT row_number() OVER () AS _source_row, line
+            FROM read_csv({p}, header=false, columns={{'line': 'VARCHAR'}}, delim='\\x1f',
+                          quote='', escape='', auto_detect=false, encoding='utf-8')"""
+        )
+        con.execute(
+            """CREATE OR REPLACE TEMP TABLE bad_lines AS
+            SELECT _source_row, 'malformed_json' AS reason, 'record' AS field, line AS record
+            FROM lines WHERE line IS NOT NULL AND trim(line) <> '' AND NOT json_valid(line)"""
+        )
+        extracts = ", ".join(
+            f"json_extract_string(line, {_lit(f.source)}) AS {_q(f.source)}" for f in spec.fields
+        )
+        con.execute(
+            f"""CREATE OR REPLACE TEMP TABLE src AS SELECT {extracts}, _source_row
+            FROM lines WHERE line IS NOT NULL AND trim(line) <> '' AND json_valid(line)"""
+        )
+        con.execute("DROP TABLE lines")
+    return int(con.execute("SELECT count(*) FROM bad_lines").fetchone()[0])  # type: ignore[index]
+
+
+def ingest_entity(
+    con: duckdb.DuckDBPyConnection, spec: EntitySpec, landing: Path, settings: Settings
+) -> FileResult:
+    path = landing / spec.file
+    if not path.is_file():
+        raise IngestError(f"{path}: expected {spec.entity} export not found in the landing zone")
+    digest = sha256_file(path)
+    n_bad_lines = _load_source(con, spec, path)
+
+    typed_cols, error_exprs = [], []
+    for f in spec.fields:
+        expr, code = _typed(f, _q(f.source))
+        typed_cols.append(f"{expr} AS {_q(f.name)}")
+        if code:
+            error_exprs.append(
+                f"CASE WHEN nullif(trim({_q(f.source)}), '') IS NOT NULL AND ({expr}) IS NULL "
+                f"THEN {_lit(f.name + ':' + code)} END"
+            )
+        if f.required:
+            error_exprs.append(
+                f"CASE WHEN nullif(trim({_q(f.source)}), '') IS NULL THEN {_lit(f.name + ':missing_value')} END"
+            )
+    errors = "list_filter([" + ", ".join(error_exprs) + "], x -> x IS NOT NULL)"
+    record = "to_json(struct_pack(" + ", ".join(f"{_q(f.name)} := {_q(f.source)}" for f in spec.fields) + "))"
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE typed AS
+        SELECT {", ".join(typed_cols)}, {errors} AS _errors, {record} AS _record, _source_row
+        FROM src"""
+    )
+    names = ", ".join(_q(f.name) for f in spec.fields)
+    src_lit = _lit(spec.file)
+    raw_out = settings.raw / f"{spec.entity}.parquet"
+    q_out = settings.quarantine / f"{spec.entity}.parquet"
+    for d in (settings.raw, settings.quarantine):
+        d.mkdir(parents=True, exist_ok=True)
+    raw_tmp = raw_out.with_name(f".{raw_out.name}.tmp-{os.getpid()}")
+    q_tmp = q_out.with_name(f".{q_out.name}.tmp-{os.getpid()}")
+
+    # latest version of each record wins; exact repeats and older versions are duplicates
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE loaded AS
+        SELECT {names}, {src_lit} AS _source_file, _source_row FROM typed
+        WHERE len(_errors) = 0
+        QUALIFY row_number() OVER (
+            PARTITION BY {_q(spec.key)}
+            ORDER BY {_q(spec.updated_at)} DESC NULLS LAST, _source_row DESC) = 1"""
+    )
+    con.execute(
+        f"""COPY (SELECT * FROM loaded ORDER BY {_q(spec.key)}) TO {_lit(str(raw_tmp))}
+        (FORMAT parquet, COMPRESSION zstd)"""
+    )
+    con.execute(
+        f"""COPY (
+            SELECT {src_lit} AS source_file, _source_row AS source_row,
+                   split_part(_errors[1], ':', 1) AS field, split_part(_errors[1], ':', 2) AS reason,
+                   _errors AS errors, _record AS record
+            FROM typed WHERE len(_errors) > 0
+            UNION ALL
+            SELECT {src_lit}, _source_row, field, reason, [field || ':' || reason], to_json(record)
+            FROM bad_lines
+            ORDER BY source_row
+        ) TO {_lit(str(q_tmp))} (FORMAT parquet, COMPRESSION zstd)"""
+    )
+    counts = con.execute(
+        "SELECT (SELECT count(*) FROM typed), (SELECT count(*) FROM typed WHERE len(_errors) > 0), "
+        "(SELECT count(*) FROM loaded)"
+    ).fetchone()
+    assert counts is not None
+    parsed, bad_typed, loaded = (int(x) for x in counts)
+    reasons = dict(
+        con.execute(
+            f"""SELECT field || ':' || reason, count(*) FROM read_parquet({_lit(str(q_tmp))})
+            GROUP BY ALL ORDER BY 1"""
+        ).fetchall()
+    )
+    read = parsed + n_bad_lines
+    quarantined = bad_typed + n_bad_lines
+    duplicates = parsed - bad_typed - loaded
+    if read != loaded + quarantined + duplicates:  # pragma: no cover - arithmetic guard
+        raise IngestError(f"{path}: reconciliation failed: read {read} != loaded+quarantined+duplicates")
+    os.replace(raw_tmp, raw_out)
+    os.replace(q_tmp, q_out)
+    for t in ("src", "typed", "loaded", "bad_lines"):
+        con.execute(f"DROP TABLE IF EXISTS {t}")
+    return FileResult(
+        entity=spec.entity, file=spec.file, sha256=digest, bytes=path.stat().st_size, read=read,
+        loaded=loaded, quarantined=quarantined, duplicates=duplicates, quarantine_reasons=reasons,
+    )  # fmt: skip
+
+
+def landing_fingerprint(landing: Path, extra: str = "") -> tuple[str, dict[str, str]]:
+    """(fingerprint, {file: sha256}) over the expected landing files."""
+    hashes = {}
+    for spec in SPECS.values():
+        path = landing / spec.file
+        if not path.is_file():
+            raise IngestError(f"{path}: expected {spec.entity} export not found in the landing zone")
+        hashes[spec.file] = sha256_file(path)
+    return fingerprint(hashes, extra), hashes
+
+
+def ingest(
+    settings: Settings,
+    extra_fingerprint: str = "",
+    on_entity: Callable[[FileResult], None] | None = None,
+) -> IngestResult:
+    """Ingest every expected landing file into the raw zone. Idempotent: the
+    same landing files give the same raw tables."""
+    import duckdb
+
+    results: dict[str, FileResult] = {}
+    con = duckdb.connect()
+    try:
+        con.execute("SET preserve_insertion_order = true")
+        for spec in SPECS.values():
+            res = ingest_entity(con, spec, settings.landing, settings)
+            results[spec.entity] = res
+            if on_entity:
+                on_entity(res)
+    finally:
+        con.close()
+    fp = fingerprint({r.file: r.sha256 for r in results.values()}, extra_fingerprint)
+    return IngestResult(input_fingerprint=fp, files=results)
