@@ -47,3 +47,13 @@ def java_version() -> int:
     if major < MIN_JAVA:
         raise JavaMissing(f"Java {major} found at {exe}; Spark 4 needs {MIN_JAVA}+.\n" + INSTALL_HINT)
     return major
+
+
+if __name__ == "__main__":  # `python -m crmshield.java`: the bootstrap's check
+    import sys
+
+    try:
+        print(f"java {java_version()} ok", file=sys.stderr)
+    except JavaMissing as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(3)

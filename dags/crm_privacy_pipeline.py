@@ -1,0 +1,87 @@
+"""crm_privacy_pipeline: CRM exports -> typed raw -> privacy zone -> validated -> dbt -> DP marts -> report.
+
+A thin DAG: every task calls one stage function of ``crmshield.pipeline``;
+the heavy work (DuckDB, spark-submit, Great Expectations, dbt, SmartNoise)
+is imported inside those functions, so parsing this file is cheap. Tasks
+are idempotent: the run is keyed by the landing files' fingerprint, not by
+the wall clock. Each zone's producer declares it as an Asset outlet.
+
+Zones are configured with CRMSHIELD_DATA_DIR; the pseudonymization key with
+CRMSHIELD_PSEUDONYMIZATION_KEY(_FILE) or the Airflow connection
+``crmshield_pseudonymization`` (see .env.example).
+"""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import Asset, dag, task
+
+RAW_ZONE = Asset("crmshield_raw_zone")
+PRIVACY_ZONE = Asset("crmshield_privacy_zone")
+WAREHOUSE = Asset("crmshield_warehouse")
+DP_MARTS = Asset("crmshield_dp_marts")
+
+
+@dag(
+    dag_id="crm_privacy_pipeline",
+    schedule=None,
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,  # one writer per zone (DuckDB allows a single writer)
+    max_active_tasks=1,
+    default_args={"retries": 0},
+    tags=["crmshield", "privacy"],
+    doc_md=__doc__,
+)
+def crm_privacy_pipeline() -> None:
+    @task(outlets=[RAW_ZONE])
+    def ingest() -> dict[str, str]:
+        """Landing CSV/JSONL -> typed Parquet; bad rows quarantined with reasons."""
+        from crmshield.pipeline import stage_ingest
+
+        res = stage_ingest()
+        return {"run_id": res["run_id"], "input_fingerprint": res["input_fingerprint"]}
+
+    @task(outlets=[PRIVACY_ZONE])
+    def privacy(run: dict[str, str]) -> dict[str, str]:
+        """spark-submit the privacy job: minimize, pseudonymize, generalize, redact."""
+        from crmshield.pipeline import stage_privacy
+
+        stage_privacy(run["run_id"])
+        return run
+
+    @task
+    def validate(run: dict[str, str]) -> dict[str, str]:
+        """Great Expectations checkpoint on the privacy zone; a critical failure stops the run."""
+        from crmshield.pipeline import stage_validate
+
+        stage_validate(run["run_id"])
+        return run
+
+    @task(outlets=[WAREHOUSE])
+    def transform(run: dict[str, str]) -> dict[str, str]:
+        """dbt build (staging, intermediate, marts, tests) on DuckDB."""
+        from crmshield.pipeline import stage_transform
+
+        stage_transform(run["run_id"])
+        return run
+
+    @task(outlets=[DP_MARTS])
+    def publish(run: dict[str, str]) -> dict[str, str]:
+        """SmartNoise SQL DP marts into the analyst database, swapped in atomically."""
+        from crmshield.pipeline import stage_publish
+
+        stage_publish(run["run_id"], run["input_fingerprint"])
+        return run
+
+    @task
+    def report(run: dict[str, str]) -> str:
+        """Run manifest (JSON) and self-contained HTML report."""
+        from crmshield.pipeline import stage_report
+
+        return stage_report(run["run_id"])
+
+    report(publish(transform(validate(privacy(ingest())))))
+
+
+crm_privacy_pipeline()

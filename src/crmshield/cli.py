@@ -1,0 +1,365 @@
+"""crmshield command line.
+
+Exit codes: 0 success; 1 a stage failed (validation, dbt, publication...);
+2 bad usage; 3 Java missing or too old; 4 no pseudonymization key.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from crmshield.config import Settings
+
+app = typer.Typer(
+    help="Privacy-first analytics pipeline for CRM exports: ingest, pseudonymize (Spark), "
+    "validate (Great Expectations), model (dbt on DuckDB) and publish DP marts (SmartNoise).",
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = Console(stderr=True)
+out = Console()
+
+EXIT_STAGE_FAILED, EXIT_JAVA, EXIT_KEY = 1, 3, 4
+DAG_ID = "crm_privacy_pipeline"
+
+DataDir = Annotated[
+    Path | None,
+    typer.Option("--data-dir", envvar="CRMSHIELD_DATA_DIR", help="Root of the data zones (default ./data)."),
+]
+JsonOut = Annotated[bool, typer.Option("--json", help="Print a machine-readable JSON result on stdout.")]
+
+
+def _emit(result: Any, as_json: bool, human: str) -> None:
+    if as_json:
+        out.print_json(json.dumps(result, default=str))
+    else:
+        out.print(human)
+
+
+def _settings(data_dir: Path | None) -> Settings:
+    return Settings.from_env(data_dir)
+
+
+def _fail(exc: BaseException) -> typer.Exit:
+    from crmshield.java import JavaMissing
+    from crmshield.keys import KeyError_
+
+    console.print(f"[bold red]error:[/] {exc}")
+    if isinstance(exc, JavaMissing):
+        return typer.Exit(EXIT_JAVA)
+    if isinstance(exc, KeyError_):
+        return typer.Exit(EXIT_KEY)
+    return typer.Exit(EXIT_STAGE_FAILED)
+
+
+def _default_key_file(settings: Settings) -> Path:
+    return settings.root / ".secrets" / "pseudonymization.key"
+
+
+@app.command()
+def generate(
+    contacts: Annotated[int, typer.Option(min=10, help="Number of contacts (1k to 10M).")] = 10_000,
+    seed: Annotated[int, typer.Option(help="Random seed: same seed, same bytes.")] = 42,
+    as_of: Annotated[str, typer.Option(help="Export date (YYYY-MM-DD); all dates lie before it.")] = "2026-10-31",
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Where to write (default: the landing zone).")] = None,
+    data_dir: DataDir = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Write a seeded sample of CRM exports (HubSpot CSVs, Zendesk JSONL) with some dirty rows."""
+    from rich.progress import Progress
+
+    from crmshield.generate import generate as gen
+
+    target = out_dir or _settings(data_dir).landing
+    with Progress(console=console, transient=True) as progress:
+        bar = progress.add_task("generating contacts", total=contacts)
+        res = gen(target, contacts=contacts, seed=seed, as_of=date.fromisoformat(as_of),
+                  progress=lambda n: progress.advance(bar, n))  # fmt: skip
+    rows = ", ".join(f"{k} {v:,}" for k, v in res.rows.items())
+    _emit(res.to_dict(), as_json, f"wrote {rows} rows to {target}")
+
+
+@app.command()
+def ingest(data_dir: DataDir = None, as_json: JsonOut = False) -> None:
+    """Landing -> raw zone (typed Parquet); bad rows go to quarantine with reasons."""
+    from crmshield.pipeline import stage_ingest
+
+    try:
+        res = stage_ingest(_settings(data_dir))
+    except Exception as exc:
+        raise _fail(exc) from None
+    lines = [f"run {res['run_id']}"] + [
+        f"  {f['file']}: read {f['read']}, loaded {f['loaded']}, quarantined {f['quarantined']}, "
+        f"duplicates {f['duplicates']}"
+        for f in res["files"].values()
+    ]
+    _emit(res, as_json, "\n".join(lines))
+
+
+def _run_id(settings: Settings, run_id: str | None) -> str:
+    if run_id:
+        return run_id
+    latest = settings.runs / "LATEST"
+    from crmshield.pipeline import read_stage
+
+    if latest.exists():
+        return latest.read_text().strip()
+    candidates = sorted(settings.runs.glob("run-*"), key=lambda p: p.stat().st_mtime) if settings.runs.exists() else []
+    for c in reversed(candidates):
+        if read_stage(settings, c.name, "ingest"):
+            return c.name
+    raise typer.BadParameter("no run found: run `crmshield ingest` first or pass --run-id")
+
+
+RunId = Annotated[str | None, typer.Option(help="Run id (default: the latest ingested run).")]
+
+
+@app.command()
+def privacy(run_id: RunId = None, data_dir: DataDir = None, as_json: JsonOut = False) -> None:
+    """Raw -> privacy zone: the Spark job (spark-submit, local[*] by default)."""
+    from crmshield.pipeline import stage_privacy
+
+    settings = _settings(data_dir)
+    try:
+        res = stage_privacy(_run_id(settings, run_id), settings)
+    except Exception as exc:
+        raise _fail(exc) from None
+    _emit(res, as_json, "privacy zone: " + ", ".join(f"{e} {v['rows_out']}" for e, v in res["entities"].items()))
+
+
+@app.command()
+def validate(run_id: RunId = None, data_dir: DataDir = None, as_json: JsonOut = False) -> None:
+    """Great Expectations checkpoint over the privacy zone (builds Data Docs)."""
+    from crmshield.pipeline import stage_validate
+
+    settings = _settings(data_dir)
+    try:
+        res = stage_validate(_run_id(settings, run_id), settings)
+    except Exception as exc:
+        raise _fail(exc) from None
+    _emit(res, as_json, f"validation passed; Data Docs: {res.get('data_docs_index')}")
+
+
+@app.command()
+def transform(run_id: RunId = None, data_dir: DataDir = None, as_json: JsonOut = False) -> None:
+    """dbt build on DuckDB (staging, intermediate, marts and their tests)."""
+    from crmshield.pipeline import stage_transform
+
+    settings = _settings(data_dir)
+    try:
+        res = stage_transform(_run_id(settings, run_id), settings)
+    except Exception as exc:
+        raise _fail(exc) from None
+    _emit(res, as_json, "warehouse marts: " + ", ".join(f"{k} {v}" for k, v in res.get("mart_rows", {}).items()))
+
+
+@app.command()
+def publish(run_id: RunId = None, data_dir: DataDir = None, as_json: JsonOut = False) -> None:
+    """SmartNoise DP marts -> the analyst database (atomic swap; skipped if already published)."""
+    from crmshield.pipeline import read_stage, stage_publish
+
+    settings = _settings(data_dir)
+    rid = _run_id(settings, run_id)
+    ing = read_stage(settings, rid, "ingest")
+    if not ing:
+        raise typer.BadParameter(f"run {rid} has no ingest result")
+    try:
+        res = stage_publish(rid, ing["input_fingerprint"], settings)
+    except Exception as exc:
+        raise _fail(exc) from None
+    _emit(res, as_json, f"publication {res['status']}: ε spent {res.get('epsilon_spent')}")
+
+
+@app.command()
+def report(run_id: RunId = None, data_dir: DataDir = None, as_json: JsonOut = False) -> None:
+    """Write the run manifest and HTML report; prints the manifest path."""
+    from crmshield.pipeline import stage_report
+
+    settings = _settings(data_dir)
+    try:
+        path = stage_report(_run_id(settings, run_id), settings)
+    except Exception as exc:
+        raise _fail(exc) from None
+    _emit({"manifest": path}, as_json, path)
+
+
+@app.command("run")
+def run_all(data_dir: DataDir = None, as_json: JsonOut = False) -> None:
+    """Run every stage in this process, without Airflow (the DAG's steps, in order)."""
+    from crmshield.pipeline import run_all as run
+
+    try:
+        path = run(_settings(data_dir), on_stage=lambda s, r: console.print(f"✓ {s} ({r.get('seconds')} s)"))
+    except Exception as exc:
+        raise _fail(exc) from None
+    _emit({"manifest": path}, as_json, path)
+
+
+@app.command("init-key")
+def init_key(
+    path: Annotated[Path | None, typer.Option(help="Key file (default .secrets/pseudonymization.key).")] = None,
+) -> None:
+    """Create a random local pseudonymization key file (mode 0600) if none exists."""
+    from crmshield.keys import ensure_key_file
+
+    target = path or _default_key_file(Settings.from_env())
+    existed = target.exists()
+    ensure_key_file(target)
+    out.print(f"{'kept existing' if existed else 'created'} key file {target}")
+
+
+def airflow_env(settings: Settings) -> dict[str, str]:
+    """A project-local Airflow: SQLite metadata in .airflow/, our dags/ folder, no examples."""
+    home = settings.root / ".airflow"
+    home.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    env.update(
+        {
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(settings.root / "dags"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
+            "CRMSHIELD_HOME": str(settings.root),
+            "CRMSHIELD_DATA_DIR": str(settings.data_dir),
+        }
+    )
+    return env
+
+
+def _airflow(args: list[str], env: dict[str, str], log: Path) -> int:
+    exe = Path(sys.executable).parent / "airflow"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("w", encoding="utf-8") as fh:
+        return subprocess.run([str(exe), *args], env=env, stdout=fh, stderr=subprocess.STDOUT, check=False).returncode
+
+
+def run_dag(settings: Settings, run_id: str, show_progress: bool = True) -> Path:
+    """Migrate the local Airflow DB and run the DAG end to end (``airflow dags test``).
+    Returns the manifest path; raises RuntimeError with the log's tail on failure."""
+    from crmshield.pipeline import STAGES
+
+    env = airflow_env(settings)
+    logs = settings.root / ".airflow" / "logs"
+    t0 = time.perf_counter()
+    if _airflow(["db", "migrate"], env, logs / "db_migrate.log") != 0:
+        raise RuntimeError(f"`airflow db migrate` failed; see {logs / 'db_migrate.log'}")
+    if show_progress:
+        console.print(f"✓ airflow db ready ({time.perf_counter() - t0:.1f} s)")
+    run_dir = settings.run_dir(run_id)
+    manifest = run_dir / "manifest.json"
+    started = time.time()
+    log = logs / "dag_test.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    exe = Path(sys.executable).parent / "airflow"
+    with log.open("w", encoding="utf-8") as fh:
+        proc = subprocess.Popen([str(exe), "dags", "test", DAG_ID], env=env, stdout=fh, stderr=subprocess.STDOUT)
+        seen: set[str] = set()
+        while True:
+            rc = proc.poll()
+            for stage in STAGES[:-1]:
+                f = run_dir / f"{stage}.json"
+                if stage not in seen and f.exists() and f.stat().st_mtime >= started:
+                    seen.add(stage)
+                    secs = json.loads(f.read_text()).get("seconds")
+                    if show_progress:
+                        console.print(f"✓ {stage} ({secs} s)")
+            if rc is not None:
+                break
+            time.sleep(0.5)
+    ok = manifest.exists() and manifest.stat().st_mtime >= started
+    if rc != 0 or not ok:
+        tail = "\n".join(log.read_text(encoding="utf-8", errors="replace").splitlines()[-40:])
+        raise RuntimeError(f"the DAG run failed (airflow exit {rc}); full log: {log}\n{tail}")
+    return manifest
+
+
+EXAMPLE_QUERY = (
+    "SELECT channel, sum(tickets) AS tickets FROM tickets_by_month_channel GROUP BY channel ORDER BY tickets DESC"
+)
+
+
+@app.command()
+def demo(
+    contacts: Annotated[int, typer.Option(min=10, help="Sample size (contacts).")] = 10_000,
+    seed: Annotated[int, typer.Option(help="Sample seed.")] = 42,
+    data_dir: DataDir = None,
+) -> None:
+    """The quick start: generate a seeded sample, run the Airflow DAG end to end, summarize.
+
+    The last line printed is the path of the run manifest (JSON)."""
+    from crmshield.generate import generate as gen
+    from crmshield.ingest import landing_fingerprint
+    from crmshield.java import JavaMissing, java_version
+    from crmshield.keys import ENV_FILE, ENV_KEY, ensure_key_file
+
+    settings = _settings(data_dir)
+    try:
+        java_version()
+    except JavaMissing as exc:
+        raise _fail(exc) from None
+    if not os.environ.get(ENV_KEY) and not os.environ.get(ENV_FILE):
+        key_file = ensure_key_file(_default_key_file(settings))
+        os.environ[ENV_FILE] = str(key_file)
+        console.print(f"✓ pseudonymization key file {key_file} (outside the data zones)")
+    t0 = time.perf_counter()
+    res = gen(settings.landing, contacts=contacts, seed=seed)
+    console.print(f"✓ generated sample ({contacts:,} contacts, seed {seed}) in {time.perf_counter() - t0:.1f} s")
+    fp, _ = landing_fingerprint(settings.landing)
+    run_id = f"run-{fp[:16]}"
+    t0 = time.perf_counter()
+    try:
+        manifest_path = run_dag(settings, run_id)
+    except Exception as exc:
+        raise _fail(exc) from None
+    total = time.perf_counter() - t0
+    m = json.loads(manifest_path.read_text(encoding="utf-8"))
+    _print_summary(m, res.rows, total)
+    print(manifest_path)
+
+
+def _print_summary(m: dict[str, Any], generated: dict[str, int], seconds: float) -> None:
+    import duckdb
+
+    out.print(f"\n[bold]Run {m['run_id']}[/] finished in {seconds:.1f} s ({m['status']})")
+    out.print("[bold]Rows per stage[/] (landing → raw → privacy zone)")
+    for e, r in m["reconciliation"].items():
+        excl = sum(r["excluded"].values())
+        out.print(
+            f"  {e:<10} read {r['read']:>7,}  loaded {r['loaded']:>7,}  quarantined {r['quarantined']:>4}  "
+            f"duplicates {r['duplicates']:>4}  privacy {r['privacy_rows']:>7,}  excluded {excl:>5}  "
+            f"{'reconciled' if r['ok'] else 'NOT RECONCILED'}"
+        )
+    out.print("  warehouse marts: " + ", ".join(f"{k} {v:,}" for k, v in m["rows"]["warehouse"].items()))
+    status = m.get("publication_status")
+    note = " (same input already published: no new ε spent)" if status == "skipped" else ""
+    out.print(f"[bold]DP marts[/] {status}{note}; ε spent by this run: {m['epsilon_spent']}")
+    for mart in m["marts"]:
+        out.print(f"  {mart['name']:<32} ε={mart['epsilon']}  δ={mart['delta']}  rows={mart.get('rows')}")
+    a = m["artifacts"]
+    out.print(f"[bold]Analyst database[/] {a['analyst_database']}")
+    out.print(f"[bold]Run report[/]       {a['run_report']}")
+    out.print(f"[bold]GX Data Docs[/]     {a['gx_data_docs']}")
+    out.print(f"[bold]Example analyst query[/]  {EXAMPLE_QUERY}")
+    with duckdb.connect(a["analyst_database"], read_only=True) as con:
+        for row in con.execute(EXAMPLE_QUERY).fetchall():
+            out.print(f"  {row[0]:<8} {row[1]:>10,.0f}")
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

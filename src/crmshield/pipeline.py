@@ -1,0 +1,141 @@
+"""The pipeline's stages as plain functions: what the DAG's tasks and the CLI call.
+
+Each stage records its result (counts, paths, timings; never a data value)
+as ``reports/runs/<run_id>/<stage>.json``. The run id is derived from the
+input fingerprint (sha256 of the landing files), so a re-run of the same
+input lands in the same run directory and rewrites the same outputs.
+Heavy libraries are imported inside the stage functions, so importing this
+module (as a DAG file does) costs nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from crmshield.config import Settings
+
+STAGES = ("ingest", "privacy", "validate", "transform", "publish", "report")
+
+
+def _write(settings: Settings, run_id: str, stage: str, result: dict[str, Any]) -> dict[str, Any]:
+    run_dir = settings.run_dir(run_id)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tmp = run_dir / f".{stage}.json.tmp"
+    tmp.write_text(json.dumps(result, indent=2, sort_keys=True, default=str), encoding="utf-8")
+    tmp.replace(run_dir / f"{stage}.json")
+    return result
+
+
+def read_stage(settings: Settings, run_id: str, stage: str) -> dict[str, Any] | None:
+    path = settings.run_dir(run_id) / f"{stage}.json"
+    if not path.exists():
+        return None
+    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return data
+
+
+def _timed(fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    started = time.perf_counter()
+    result = fn()
+    result["seconds"] = round(time.perf_counter() - started, 2)
+    return result
+
+
+def stage_ingest(settings: Settings | None = None) -> dict[str, Any]:
+    """Landing -> raw. Returns ``{"run_id", "input_fingerprint", "files": {...}}``."""
+    from crmshield.ingest import ingest
+
+    settings = settings or Settings.from_env()
+    started = time.perf_counter()
+    res = ingest(settings)
+    out = res.to_dict()
+    out["seconds"] = round(time.perf_counter() - started, 2)
+    # a new run starts clean: stale stage files of an earlier attempt go
+    run_dir = settings.run_dir(res.run_id)
+    if run_dir.exists():
+        for stage in STAGES[1:]:
+            (run_dir / f"{stage}.json").unlink(missing_ok=True)
+    return _write(settings, res.run_id, "ingest", out)
+
+
+def stage_privacy(run_id: str, settings: Settings | None = None) -> dict[str, Any]:
+    """Raw -> privacy zone, via spark-submit."""
+    from crmshield.privacy import run_privacy_job
+
+    settings = settings or Settings.from_env()
+    return _write(settings, run_id, "privacy", _timed(lambda: run_privacy_job(settings, run_id)))
+
+
+def stage_validate(run_id: str, settings: Settings | None = None) -> dict[str, Any]:
+    """GX checkpoint on the privacy zone; raises on a critical failure (after recording it)."""
+    from crmshield.validate import ValidationFailed, validate_privacy_zone
+
+    settings = settings or Settings.from_env()
+    started = time.perf_counter()
+    try:
+        summary = validate_privacy_zone(settings, run_id)
+    except ValidationFailed as exc:
+        result = exc.summary.to_dict()
+        result["seconds"] = round(time.perf_counter() - started, 2)
+        _write(settings, run_id, "validate", result)
+        raise
+    result = summary.to_dict()
+    result["seconds"] = round(time.perf_counter() - started, 2)
+    return _write(settings, run_id, "validate", result)
+
+
+def stage_transform(run_id: str, settings: Settings | None = None) -> dict[str, Any]:
+    """dbt build on DuckDB over the privacy zone."""
+    from crmshield.transform import run_dbt
+
+    settings = settings or Settings.from_env()
+    return _write(settings, run_id, "transform", _timed(lambda: run_dbt(settings).to_dict()))
+
+
+def stage_publish(run_id: str, input_fingerprint: str, settings: Settings | None = None) -> dict[str, Any]:
+    """SmartNoise DP marts -> analyst database (atomic swap)."""
+    from crmshield.publish import publish_marts
+
+    settings = settings or Settings.from_env()
+    return _write(
+        settings,
+        run_id,
+        "publish",
+        _timed(lambda: publish_marts(settings, run_id, input_fingerprint).to_dict()),
+    )
+
+
+def stage_report(run_id: str, settings: Settings | None = None) -> str:
+    """Manifest + HTML report from the recorded stage results. Returns the manifest path."""
+    from crmshield.report import write_run_report
+
+    settings = settings or Settings.from_env()
+    stages = {s: read_stage(settings, run_id, s) for s in STAGES[:-1]}
+    missing = [s for s, v in stages.items() if v is None]
+    if missing:
+        raise RuntimeError(f"run {run_id}: cannot report, stage result(s) missing: {', '.join(missing)}")
+    manifest_path: Path = write_run_report(settings, run_id, {k: v for k, v in stages.items() if v})
+    return str(manifest_path)
+
+
+def run_all(settings: Settings | None = None, on_stage: Callable[[str, dict[str, Any]], None] | None = None) -> str:
+    """Run every stage in-process, in order (what the DAG does, without Airflow)."""
+    settings = settings or Settings.from_env()
+    ing = stage_ingest(settings)
+    run_id, fp = ing["run_id"], ing["input_fingerprint"]
+    if on_stage:
+        on_stage("ingest", ing)
+    for name, fn in (
+        ("privacy", lambda: stage_privacy(run_id, settings)),
+        ("validate", lambda: stage_validate(run_id, settings)),
+        ("transform", lambda: stage_transform(run_id, settings)),
+        ("publish", lambda: stage_publish(run_id, fp, settings)),
+    ):
+        res = fn()
+        if on_stage:
+            on_stage(name, res)
+    return stage_report(run_id, settings)

@@ -1,0 +1,87 @@
+"""Ingest: landing -> raw, with quarantine and reconciliation."""
+
+from __future__ import annotations
+
+import duckdb
+import pytest
+
+from crmshield.config import Settings
+from crmshield.generate import FILES, generate
+from crmshield.ingest import IngestError, ingest
+
+
+@pytest.fixture()
+def landed(data_dir):
+    generate(data_dir / "landing", contacts=600, seed=3)
+    return Settings.from_env(data_dir)
+
+
+def test_every_row_is_loaded_quarantined_or_a_duplicate(landed):
+    res = ingest(landed)
+    for entity, f in res.files.items():
+        assert f.read == f.loaded + f.quarantined + f.duplicates, entity
+        n = duckdb.sql(f"SELECT count(*) FROM '{landed.raw / (entity + '.parquet')}'").fetchone()[0]
+        assert n == f.loaded
+    lines = (landed.landing / FILES["contacts"]).read_text(encoding="utf-8").count("\n")
+    assert res.files["contacts"].read == lines - 1  # header
+    assert res.files["contacts"].quarantine_reasons["record:malformed_line"] == 1
+    assert res.files["contacts"].quarantine_reasons["date_of_birth:invalid_date"] >= 1
+    assert res.files["tickets"].quarantine_reasons["record:malformed_json"] == 1
+    assert res.files["contacts"].duplicates >= 2
+    assert res.run_id == f"run-{res.input_fingerprint[:16]}"
+
+
+def test_quarantine_names_file_line_and_field(landed):
+    ingest(landed)
+    rows = duckdb.sql(
+        f"SELECT source_file, source_row, field, reason FROM '{landed.quarantine / 'contacts.parquet'}' "
+        "WHERE field = 'date_of_birth'"
+    ).fetchall()
+    lines = (landed.landing / FILES["contacts"]).read_bytes().decode("utf-8").split("\r\n")
+    for source_file, line, field, reason in rows:
+        assert source_file == FILES["contacts"] and reason == "invalid_date"
+        dob = lines[line - 1].split(",")[5]
+        assert dob in {"31/02/1985", "1985-13-40", "unknown-date"}, (line, dob)
+
+
+def test_types_leading_zeros_and_latest_version_wins(landed):
+    ingest(landed)
+    con = duckdb.connect()
+    raw = landed.raw / "contacts.parquet"
+    types = dict(con.execute(f"SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM '{raw}')").fetchall())
+    assert types["contact_id"] == "BIGINT" and types["date_of_birth"] == "DATE"
+    assert types["created_at"] == "TIMESTAMP" and types["postal_code"] == "VARCHAR"
+    assert types["analytics_consent"] == "BOOLEAN"
+    zeros = con.execute(f"SELECT count(*) FROM '{raw}' WHERE postal_code LIKE '0%'").fetchone()[0]
+    assert zeros > 0
+    assert con.execute(f"SELECT count(*) - count(DISTINCT contact_id) FROM '{raw}'").fetchone()[0] == 0
+    # the conflicting later version (lifecycle 'customer', modified 5 minutes later) won
+    src = landed.landing / FILES["contacts"]
+    dup_ids = con.execute(
+        f"""SELECT "Record ID" FROM read_csv('{src}', all_varchar=true, ignore_errors=true)
+        GROUP BY 1 HAVING count(DISTINCT "Last Modified Date") > 1"""
+    ).fetchall()
+    assert dup_ids
+    for (rid,) in dup_ids:
+        stage = con.execute(f"SELECT lifecycle_stage FROM '{raw}' WHERE contact_id = {int(rid)}").fetchone()[0]
+        assert stage == "customer"
+
+
+def test_rerun_is_idempotent(landed):
+    first = ingest(landed)
+    before = duckdb.sql(f"SELECT * FROM '{landed.raw / 'deals.parquet'}' ORDER BY deal_id").fetchall()
+    second = ingest(landed)
+    after = duckdb.sql(f"SELECT * FROM '{landed.raw / 'deals.parquet'}' ORDER BY deal_id").fetchall()
+    assert first.to_dict() == second.to_dict()
+    assert before == after
+
+
+def test_missing_column_and_missing_file_are_clear_errors(landed):
+    path = landed.landing / FILES["deals"]
+    text = path.read_text(encoding="utf-8").replace("Deal Stage", "Stage", 1)
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(IngestError, match=r"hubspot_deals.csv.*missing column.*Deal Stage"):
+        ingest(landed)
+    path.unlink()
+    with pytest.raises(IngestError, match="hubspot_deals.csv.*not found"):
+        ingest(landed)

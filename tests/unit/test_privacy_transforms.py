@@ -1,0 +1,110 @@
+"""The privacy job's pure transforms, on small Spark frames."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import sys
+from datetime import date
+from pathlib import Path
+
+import pytest
+from pyspark.sql import Row
+from pyspark.sql import functions as F
+from pyspark.testing import assertDataFrameEqual
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "spark_jobs" / "privacy"))
+import transforms as T  # noqa: E402
+
+from crmshield.keys import PseudonymKey  # noqa: E402
+
+KEY = bytes(range(32))
+
+
+@pytest.mark.parametrize("key", [KEY, b"k" * 64, b"x" * 100])
+def test_spark_hmac_matches_python_hmac(spark, key):
+    values = ["1000001", "", "Zoë Müller", "ünïcødé@example.org", "x" * 300]
+    df = spark.createDataFrame([(v,) for v in values], "v string")
+    got = [r[0] for r in df.select(T.hmac_sha256_hex(F.col("v"), key)).collect()]
+    want = [hmac.new(key, v.encode(), hashlib.sha256).hexdigest() for v in values]
+    assert got == want
+
+
+def test_pseudonym_matches_reference_and_separates_domains(spark):
+    pk = PseudonymKey(KEY, 3, "test")
+    keys = T.Keys({d: pk.domain_key(d) for d in ("contact", "company")}, version=3)
+    df = spark.createDataFrame([(1000001,), (None,)], "id bigint")
+    rows = df.select(keys.pk(F.col("id"), "contact").alias("c"), keys.pk(F.col("id"), "company").alias("k")).collect()
+    assert rows[0]["c"] == pk.pseudonym("contact", "1000001")
+    assert rows[0]["c"].startswith("v3_") and len(rows[0]["c"]) == 3 + 64
+    assert rows[0]["c"] != rows[0]["k"], "the same id must not link across domains"
+    assert rows[1]["c"] is None
+
+
+def test_age_band_at_reference_date(spark):
+    ref = date(2026, 10, 31)
+    df = spark.createDataFrame(
+        [(date(2008, 11, 1),), (date(2008, 10, 31),), (date(1992, 1, 1),), (date(1950, 5, 5),), (None,)],
+        "dob date",
+    )
+    got = [r[0] for r in df.select(T.age_band(F.col("dob"), ref)).collect()]
+    assert got == ["unknown", "18-24", "25-34", "65+", "unknown"]
+
+
+def test_postal_prefix_is_country_aware_and_keeps_leading_zeros(spark):
+    df = spark.createDataFrame(
+        [("02134", "US"), ("SW1A 1AA", "GB"), ("M11AE", "GB"), ("01067", "DE"), ("75008", "FR"),
+         ("1012 AB", "NL"), ("0800", "AU"), ("M5V 2T6", "CA"), ("12345", "JP"), (None, "US")],
+        "postal_code string, country string",
+    )  # fmt: skip
+    got = [r[0] for r in df.select(T.postal_prefix(F.col("postal_code"), F.col("country"))).collect()]
+    assert got == ["021", "SW1A", "M1", "01", "75", "10", "08", "M5V", None, None]
+
+
+def test_redaction_removes_own_identifiers_and_patterns(spark):
+    df = spark.createDataFrame(
+        [
+            Row(text="Hi, this is Zoë Müller. Call +49 151 12345678 or mail zoe.muller@web.de, thanks ZOË",
+                first="Zoë", last="Müller", email="Zoe.Muller@web.de", phone="+49 151 12345678"),
+            Row(text="Order #864625 shipped on 2024-05-01; other contact: bob@example.com, (707) 783-1306",
+                first="Al", last="Li", email=None, phone=None),
+            Row(text="Alice and Malina met", first="Li", last="Ali", email=None, phone=None),
+            Row(text=None, first="A", last="B", email=None, phone=None),
+        ]
+    )  # fmt: skip
+    out = df.select(T.redact_text(F.col("text"), F.col("first"), F.col("last"), F.col("email"), F.col("phone")))
+    got = [r[0] for r in out.collect()]
+    assert got[0] == "Hi, this is <PERSON> <PERSON>. Call <PHONE> or mail <EMAIL>, thanks <PERSON>"
+    # order numbers and dates are not phone numbers; other people's emails and phones still go
+    assert got[1] == "Order #864625 shipped on 2024-05-01; other contact: <EMAIL>, <PHONE>"
+    # names match whole words only
+    assert got[2] == "Alice and Malina met"
+    assert got[3] is None
+
+
+def test_unknown_columns_are_dropped_and_reported():
+    plan = T.plan_columns("contacts", ["contact_id", "email", "favourite_colour"])
+    assert plan.actions["email"][0] == T.DROP
+    assert plan.actions["contact_id"][0] == T.PSEUDONYMIZE
+    assert plan.unknown == ["favourite_colour"]
+    assert plan.actions["favourite_colour"][0] == T.DROP
+
+
+def test_tickets_of_contacts_without_consent_are_excluded(spark):
+    keys = T.Keys({d: KEY for d in ("contact", "company", "deal", "ticket")}, version=1)
+    contacts = spark.createDataFrame(
+        [(1, True, "Ann", "Lee", "ann@x.org", "+1 555 123 4567"), (2, False, "Bo", "Ng", None, None)],
+        "contact_id bigint, analytics_consent boolean, first_name string, last_name string, email string, "
+        "phone string",
+    )
+    tickets = spark.createDataFrame(
+        [(10, 1, "Ann here", "x"), (11, 2, "Bo here", "y"), (12, 3, "who?", "z")],
+        "ticket_id bigint, requester_id bigint, subject string, description string",
+    ).select("*", *[F.lit(None).cast(t).alias(c) for c, t in [
+        ("channel", "string"), ("priority", "string"), ("status", "string"), ("created_at", "timestamp"),
+        ("solved_at", "timestamp"), ("satisfaction", "string")]])  # fmt: skip
+    classified = T.classify_subject(tickets, contacts, "requester_id")
+    status = {r["ticket_id"]: r["_subject_status"] for r in classified.collect()}
+    assert status == {10: "ok", 11: "excluded_consent", 12: "excluded_unknown_contact"}
+    out = T.transform_tickets(classified, keys)
+    assertDataFrameEqual(out.select("subject"), [Row(subject="<PERSON> here")])
