@@ -219,8 +219,9 @@ def init_key(
 
 
 def airflow_env(settings: Settings) -> dict[str, str]:
-    """A project-local Airflow: SQLite metadata in .airflow/, our dags/ folder, no examples."""
-    home = settings.root / ".airflow"
+    """A project-local Airflow: SQLite metadata in .airflow/ (or $CRMSHIELD_AIRFLOW_HOME),
+    our dags/ folder, no example DAGs. Nothing global is touched."""
+    home = Path(os.environ.get("CRMSHIELD_AIRFLOW_HOME") or settings.root / ".airflow")
     home.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     env.update(
@@ -251,7 +252,7 @@ def run_dag(settings: Settings, run_id: str, show_progress: bool = True) -> Path
     from crmshield.pipeline import STAGES
 
     env = airflow_env(settings)
-    logs = settings.root / ".airflow" / "logs"
+    logs = Path(env["AIRFLOW_HOME"]) / "logs"
     t0 = time.perf_counter()
     if _airflow(["db", "migrate"], env, logs / "db_migrate.log") != 0:
         raise RuntimeError(f"`airflow db migrate` failed; see {logs / 'db_migrate.log'}")

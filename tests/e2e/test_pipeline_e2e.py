@@ -1,0 +1,172 @@
+"""One real end-to-end run of the Airflow DAG on a small generated sample.
+
+It runs `airflow db migrate` and `airflow dags test crm_privacy_pipeline` in a
+throw-away Airflow home, exactly as `make demo` does, then checks what a user
+would: the marts exist, the counts reconcile, and no email, phone number or
+full name from the landing exports is found anywhere downstream of the raw
+zone (Parquet and DuckDB files are decoded, not grepped).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from crmshield.cli import run_dag
+from crmshield.config import Settings
+from crmshield.generate import CONTACT_HEADER, FILES, generate
+from crmshield.ingest import landing_fingerprint
+from crmshield.keys import ENV_FILE, ENV_KEY, ensure_key_file
+
+pytestmark = pytest.mark.e2e
+
+CANARY = {
+    "email": "zz.canary.7731@canary-mail.example",
+    "phone": "+44 7700 900731",
+    "first": "Quintessa",
+    "last": "Vandermolen",
+}
+
+
+def _add_canary(landing: Path) -> None:
+    """A consenting contact whose PII is unique in the world, and a ticket quoting it."""
+    row = dict.fromkeys(CONTACT_HEADER, "")
+    row.update({
+        "Record ID": "1999999", "First Name": CANARY["first"], "Last Name": CANARY["last"],
+        "Email": CANARY["email"], "Phone Number": CANARY["phone"], "Date of Birth": "1980-02-29",
+        "Street Address": "7 Canary Wharf Lane", "City": "London", "Postal Code": "E14 5AB",
+        "Country/Region": "United Kingdom", "Lifecycle Stage": "Customer",
+        "Create Date": "2025-01-02 10:00", "Last Modified Date": "2025-06-01 10:00",
+        "Marketing Consent": "true", "Analytics Consent": "true",
+    })  # fmt: skip
+    with (landing / FILES["contacts"]).open("a", encoding="utf-8", newline="") as fh:
+        csv.writer(fh, lineterminator="\r\n").writerow([row[h] for h in CONTACT_HEADER])
+    ticket = {
+        "id": 9999999, "requester_id": 1999999,
+        "subject": f"Refund for {CANARY['first']} {CANARY['last']}",
+        "description": f"Hi, {CANARY['first']} here. Call {CANARY['phone']} or write to {CANARY['email']}.",
+        "via": {"channel": "email"}, "priority": "high", "status": "solved",
+        "created_at": "2025-03-01T10:00:00Z", "updated_at": "2025-03-02T10:00:00Z",
+        "solved_at": "2025-03-02T10:00:00Z", "satisfaction_rating": {"score": "good"},
+    }  # fmt: skip
+    with (landing / FILES["tickets"]).open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps(ticket) + "\n")
+
+
+def _landing_pii(landing: Path) -> set[str]:
+    with (landing / FILES["contacts"]).open(encoding="utf-8", newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r.get("Email") and r.get("Phone Number")]
+    pii: set[str] = set()
+    for r in rows:
+        pii.update({r["Email"], r["Email"].lower(), r["Phone Number"], f"{r['First Name']} {r['Last Name']}"})
+    return {p for p in pii if len(p) >= 6}
+
+
+def _strings_in_duckdb(path: Path) -> str:
+    parts: list[str] = []
+    with duckdb.connect(str(path), read_only=True) as con:
+        cols = con.execute(
+            "SELECT table_schema, table_name, column_name FROM information_schema.columns "
+            "WHERE data_type = 'VARCHAR'"
+        ).fetchall()
+        for schema, table, column in cols:
+            rows = con.execute(f'SELECT DISTINCT "{column}" FROM "{schema}"."{table}"').fetchall()
+            parts.extend(str(r[0]) for r in rows if r[0] is not None)
+            parts.append(f"{schema}.{table}.{column}")
+    return "\n".join(parts)
+
+
+def _strings_in_parquet(path: Path) -> str:
+    con = duckdb.connect()
+    rel = con.sql(f"SELECT * FROM read_parquet('{path}')")
+    cols = [c for c, t in zip(rel.columns, rel.types, strict=True) if str(t) == "VARCHAR"]
+    parts = []
+    for c in cols:
+        parts.extend(str(r[0]) for r in con.sql(f"SELECT DISTINCT \"{c}\" FROM read_parquet('{path}')").fetchall())
+    return "\n".join(parts)
+
+
+def _downstream_text(settings: Settings, airflow_home: Path) -> dict[str, str]:
+    """Every file of zones 3-6 (and the logs), decoded to text."""
+    texts: dict[str, str] = {}
+    roots = [settings.privacy, settings.warehouse.parent, settings.published.parent, settings.reports, airflow_home]
+    for root in roots:
+        for f in root.rglob("*"):
+            if not f.is_file():
+                continue
+            if f.suffix == ".parquet":
+                texts[str(f)] = _strings_in_parquet(f)
+            elif f.suffix == ".duckdb":
+                texts[str(f)] = _strings_in_duckdb(f)
+            elif f.suffix in {".db", ".wal"} or f.name.endswith(".duckdb.wal"):
+                continue  # Airflow's SQLite metadata: no task data in it
+            else:
+                texts[str(f)] = f.read_bytes().decode("utf-8", errors="replace")
+    return texts
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    base = tmp_path_factory.mktemp("e2e")
+    mp = pytest.MonkeyPatch()
+    data = base / "data"
+    airflow_home = base / "airflow"
+    mp.setenv("CRMSHIELD_DATA_DIR", str(data))
+    mp.setenv("CRMSHIELD_AIRFLOW_HOME", str(airflow_home))
+    mp.delenv(ENV_KEY, raising=False)
+    mp.setenv(ENV_FILE, str(ensure_key_file(base / "secrets" / "key.json")))
+    settings = Settings.from_env()
+    generate(settings.landing, contacts=1000, seed=11)
+    _add_canary(settings.landing)
+    fp, _ = landing_fingerprint(settings.landing)
+    manifest_path = run_dag(settings, f"run-{fp[:16]}", show_progress=False)
+    yield settings, airflow_home, manifest_path
+    mp.undo()
+
+
+def test_marts_are_published_with_their_budget(run):
+    settings, _, manifest_path = run
+    m = json.loads(manifest_path.read_text())
+    with duckdb.connect(str(settings.published), read_only=True) as con:
+        tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+        catalog = con.execute("SELECT mart, epsilon, delta, privacy_unit FROM _dp_catalog ORDER BY mart").fetchall()
+        assert catalog, "the catalog lists the published marts"
+        for mart, eps, delta, unit in catalog:
+            assert mart in tables and eps > 0 and 0 <= delta < 1e-3 and unit == "contact_pk"
+            assert con.execute(f'SELECT count(*) FROM "{mart}"').fetchone()[0] > 0
+    assert {"tickets_by_month_channel", "resolution_hours_by_priority", "deal_value_by_stage"} <= tables
+    assert m["epsilon_spent"] == pytest.approx(sum(r[1] for r in catalog))
+    assert Path(m["artifacts"]["run_report"]).is_file()
+    assert Path(m["artifacts"]["analyst_database"]) == settings.published
+
+
+def test_counts_reconcile_across_stages(run):
+    settings, _, manifest_path = run
+    m = json.loads(manifest_path.read_text())
+    assert m["status"] == "success"
+    for entity, r in m["reconciliation"].items():
+        assert r["ok"], entity
+        assert r["read"] == r["loaded"] + r["quarantined"] + r["duplicates"]
+        assert r["loaded"] == r["privacy_rows"] + sum(r["excluded"].values())
+        n = duckdb.sql(f"SELECT count(*) FROM read_parquet('{settings.privacy / entity}/*.parquet')").fetchone()[0]
+        assert n == r["privacy_rows"], entity
+    with duckdb.connect(str(settings.warehouse), read_only=True) as con:
+        tickets = con.execute("SELECT count(*) FROM marts.tickets").fetchone()[0]
+    assert tickets == m["reconciliation"]["tickets"]["privacy_rows"] == m["rows"]["warehouse"]["tickets"]
+
+
+def test_no_landing_pii_downstream(run):
+    settings, airflow_home, _ = run
+    pii = _landing_pii(settings.landing)
+    assert CANARY["email"] in pii and f"{CANARY['first']} {CANARY['last']}" in pii
+    texts = _downstream_text(settings, airflow_home)
+    assert any("privacy" in k for k in texts) and any(k.endswith("analyst.duckdb") for k in texts)
+    assert any("data_docs" in k for k in texts) and any(k.endswith("report.html") for k in texts)
+    leaks = [(value, where) for where, text in texts.items() for value in pii if value in text]
+    assert leaks == [], f"PII found downstream: {leaks[:5]}"
+    for where, text in texts.items():  # the canary's single names, too
+        assert CANARY["first"] not in text and CANARY["last"] not in text, where
