@@ -48,9 +48,7 @@ def derive_keys() -> T.Keys:
         sys.exit("privacy job: CRMSHIELD_PSEUDONYMIZATION_KEY must be at least 32 bytes")
     version = int(os.environ.get("CRMSHIELD_PSEUDONYMIZATION_KEY_VERSION", "1"))
     # must match crmshield.keys.PseudonymKey.domain_key
-    domain_keys = {
-        d: hmac.new(master, f"crmshield/pseudonym/{d}".encode(), hashlib.sha256).digest() for d in DOMAINS
-    }
+    domain_keys = {d: hmac.new(master, f"crmshield/pseudonym/{d}".encode(), hashlib.sha256).digest() for d in DOMAINS}
     return T.Keys(domain_keys=domain_keys, version=version)
 
 
@@ -130,9 +128,7 @@ def run(spark: SparkSession, raw: Path, out: Path) -> dict[str, object]:
             df.write.mode("overwrite").option("compression", "zstd").parquet(str(staging / entity))
             written = spark.read.parquet(str(staging / entity)).count()
             if written != entities[entity]["rows_out"]:
-                raise RuntimeError(
-                    f"{entity}: wrote {written} rows, expected {entities[entity]['rows_out']}"
-                )
+                raise RuntimeError(f"{entity}: wrote {written} rows, expected {entities[entity]['rows_out']}")
         # swap the whole zone in at once
         old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
         if out.exists():

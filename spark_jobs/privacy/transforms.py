@@ -33,7 +33,10 @@ POLICY: dict[str, dict[str, tuple[str, str]]] = {
         "date_of_birth": (GENERALIZE, "age_band: 10-year bands at the export's reference date"),
         "street": (DROP, "direct identifier, no analytic purpose"),
         "city": (DROP, "quasi-identifier, no analytic purpose (country and postal prefix kept)"),
-        "postal_code": (GENERALIZE, "postal_prefix: country-aware truncation (US 3 digits, GB outward code, 2 digits elsewhere)"),
+        "postal_code": (
+            GENERALIZE,
+            "postal_prefix: country-aware truncation (US 3 digits, GB outward code, 2 digits elsewhere)",
+        ),
         "country": (KEEP, "segmentation"),
         "lifecycle_stage": (KEEP, "funnel analytics"),
         "created_at": (GENERALIZE, "created_on: day"),

@@ -24,10 +24,10 @@ import json
 import os
 import unicodedata
 from collections.abc import Callable, Iterator
-from typing import Any
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -166,18 +166,21 @@ STATUS_P = np.array([0.05, 0.1, 0.07, 0.38, 0.4])
 MAIL_DOMAINS = ["gmail.com", "outlook.com", "yahoo.com", "icloud.com", "gmx.de", "web.de",
                 "orange.fr", "free.fr", "hotmail.co.uk", "ziggo.nl", "telefonica.es"]  # fmt: skip
 SUBJECTS = [
-    "Refund request for order {order}", "Cannot log in to my account", "Invoice {order} is wrong",
-    "Delivery has not arrived", "Question about my subscription", "Please update my details",
-    "{first} {last}: billing problem", "Cancel my plan", "App crashes on start",
+    "Refund request for order {order}",
+    "Cannot log in to my account",
+    "Invoice {order} is wrong",
+    "Delivery has not arrived",
+    "Question about my subscription",
+    "Please update my details",
+    "{first} {last}: billing problem",
+    "Cancel my plan",
+    "App crashes on start",
     "Change of address for {first}",
 ]
 BODIES = [
-    "Hi, this is {first} {last}. My order {order} has not arrived yet. You can reach me at "
-    "{phone} or {email}.",
-    "Hello team,\nI was charged twice for invoice {order}. Please call me back on {phone}.\n"
-    "Thanks, {first}",
-    "Dear support, please send the receipt to {email} instead of my old address. Regards, "
-    "{first} {last}",
+    "Hi, this is {first} {last}. My order {order} has not arrived yet. You can reach me at {phone} or {email}.",
+    "Hello team,\nI was charged twice for invoice {order}. Please call me back on {phone}.\nThanks, {first}",
+    "Dear support, please send the receipt to {email} instead of my old address. Regards, {first} {last}",
     "The app keeps crashing when I open the dashboard. Steps: open app, tap reports. Version 4.2.",
     "Hi! Could you change the name on my account to {first} {last}? My number is {phone}.",
     "I would like to cancel my subscription at the end of the month. Order ref {order}.",

@@ -294,9 +294,7 @@ def _load_source(con: duckdb.DuckDBPyConnection, spec: EntitySpec, path: Path) -
             SELECT _source_row, 'malformed_json' AS reason, 'record' AS field, line AS record
             FROM lines WHERE line IS NOT NULL AND trim(line) <> '' AND NOT json_valid(line)"""
         )
-        extracts = ", ".join(
-            f"json_extract_string(line, {_lit(f.source)}) AS {_q(f.source)}" for f in spec.fields
-        )
+        extracts = ", ".join(f"json_extract_string(line, {_lit(f.source)}) AS {_q(f.source)}" for f in spec.fields)
         con.execute(
             f"""CREATE OR REPLACE TEMP TABLE src AS SELECT {extracts}, _source_row
             FROM lines WHERE line IS NOT NULL AND trim(line) <> '' AND json_valid(line)"""
@@ -305,9 +303,7 @@ def _load_source(con: duckdb.DuckDBPyConnection, spec: EntitySpec, path: Path) -
     return int(con.execute("SELECT count(*) FROM bad_lines").fetchone()[0])  # type: ignore[index]
 
 
-def ingest_entity(
-    con: duckdb.DuckDBPyConnection, spec: EntitySpec, landing: Path, settings: Settings
-) -> FileResult:
+def ingest_entity(con: duckdb.DuckDBPyConnection, spec: EntitySpec, landing: Path, settings: Settings) -> FileResult:
     path = landing / spec.file
     if not path.is_file():
         raise IngestError(f"{path}: expected {spec.entity} export not found in the landing zone")

@@ -74,7 +74,7 @@ def read_key_file(path: Path) -> PseudonymKey:
     except FileNotFoundError:
         raise KeyError_(f"{path}: key file not found (set {ENV_FILE} or {ENV_KEY})") from None
     except (ValueError, KeyError, TypeError):
-        raise KeyError_(f"{path}: expected JSON {{\"version\": N, \"key\": \"<hex>\"}}") from None
+        raise KeyError_(f'{path}: expected JSON {{"version": N, "key": "<hex>"}}') from None
 
 
 def _from_airflow() -> PseudonymKey | None:

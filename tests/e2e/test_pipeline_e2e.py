@@ -70,8 +70,7 @@ def _strings_in_duckdb(path: Path) -> str:
     parts: list[str] = []
     with duckdb.connect(str(path), read_only=True) as con:
         cols = con.execute(
-            "SELECT table_schema, table_name, column_name FROM information_schema.columns "
-            "WHERE data_type = 'VARCHAR'"
+            "SELECT table_schema, table_name, column_name FROM information_schema.columns WHERE data_type = 'VARCHAR'"
         ).fetchall()
         for schema, table, column in cols:
             rows = con.execute(f'SELECT DISTINCT "{column}" FROM "{schema}"."{table}"').fetchall()

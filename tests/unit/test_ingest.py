@@ -38,7 +38,7 @@ def test_quarantine_names_file_line_and_field(landed):
         "WHERE field = 'date_of_birth'"
     ).fetchall()
     lines = (landed.landing / FILES["contacts"]).read_bytes().decode("utf-8").split("\r\n")
-    for source_file, line, field, reason in rows:
+    for source_file, line, _field, reason in rows:
         assert source_file == FILES["contacts"] and reason == "invalid_date"
         dob = lines[line - 1].split(",")[5]
         assert dob in {"31/02/1985", "1985-13-40", "unknown-date"}, (line, dob)

@@ -94,8 +94,7 @@ def test_tickets_of_contacts_without_consent_are_excluded(spark):
     keys = T.Keys({d: KEY for d in ("contact", "company", "deal", "ticket")}, version=1)
     contacts = spark.createDataFrame(
         [(1, True, "Ann", "Lee", "ann@x.org", "+1 555 123 4567"), (2, False, "Bo", "Ng", None, None)],
-        "contact_id bigint, analytics_consent boolean, first_name string, last_name string, email string, "
-        "phone string",
+        "contact_id bigint, analytics_consent boolean, first_name string, last_name string, email string, phone string",
     )
     tickets = spark.createDataFrame(
         [(10, 1, "Ann here", "x"), (11, 2, "Bo here", "y"), (12, 3, "who?", "z")],
