@@ -160,7 +160,7 @@ def transform(run_id: RunId = None, data_dir: DataDir = None, as_json: JsonOut =
         res = stage_transform(_run_id(settings, run_id), settings)
     except Exception as exc:
         raise _fail(exc) from None
-    _emit(res, as_json, "warehouse marts: " + ", ".join(f"{k} {v}" for k, v in res.get("mart_rows", {}).items()))
+    _emit(res, as_json, "warehouse marts: " + ", ".join(f"{k} {v}" for k, v in res.get("mart_row_counts", {}).items()))
 
 
 @app.command()

@@ -22,15 +22,15 @@ def _suites(validate: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
     for s in validate.get("suites", []):
         failed = [
-            f"{f.get('expectation_type', f.get('type', '?'))}({f.get('column') or ''})"
+            f"[{f.get('severity')}] {f.get('expectation_type')}({f.get('column') or ''})"
             + (f" unexpected={f['unexpected_count']}" if f.get("unexpected_count") is not None else "")
-            for f in s.get("failed_expectations", s.get("failed", []))
+            for f in s.get("failures", [])
         ]
         out.append(
             {
-                "suite": s.get("suite") or s.get("suite_name") or s.get("name"),
+                "suite": s.get("suite_name"),
                 "success": s.get("success"),
-                "evaluated": s.get("evaluated_expectations", s.get("evaluated")),
+                "evaluated": s.get("evaluated_expectations"),
                 "failed": failed,
             }
         )
@@ -79,7 +79,7 @@ def build_manifest(settings: Settings, run_id: str, stages: dict[str, dict[str, 
             "duplicates": {e: f["duplicates"] for e, f in ingest["files"].items()},
             "privacy": {e: v["rows_out"] for e, v in privacy["entities"].items()},
             "excluded": {e: v.get("excluded", {}) for e, v in privacy["entities"].items()},
-            "warehouse": transform.get("mart_rows", {}),
+            "warehouse": transform.get("mart_row_counts", {}),
             "published": {m["name"]: m.get("rows") for m in marts},
         },
         "reconciliation": recon,

@@ -1,0 +1,440 @@
+"""The ``validate`` stage: Great Expectations guards the privacy zone's hand-over.
+
+Reads ``privacy/<entity>/*.parquet`` with Spark, runs one ``ValidationDefinition`` per entity
+(suites ``privacy__<entity>`` from ``expectations/privacy.py``) through ONE ``Checkpoint``
+(``privacy_zone``) in a file-backed GX context under ``settings.gx_context``, and builds Data
+Docs into ``settings.data_docs``.
+
+No row value leaves this stage. The Checkpoint's ``result_format`` (:data:`RESULT_FORMAT`) is
+``SUMMARY`` with ``partial_unexpected_count=0`` and ``exclude_unexpected_values=True``: stored
+validation results and Data Docs carry counts and percentages only, never an unexpected value,
+an unexpected row or an index query; Spark is asked for a sample of zero rows, so no value even
+reaches the driver. Defensively, ANSI mode is switched off for the length of the run (and
+restored): a cast error raised by Spark quotes the offending value, and GX would store that
+message in ``exception_info``. With ANSI off a failed cast is NULL and nothing is quoted.
+
+Great Expectations and Spark are imported inside functions only: Airflow DAG files import this
+package, and nothing heavy may run at import time.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+from crmshield.config import ENTITIES, Settings
+
+if TYPE_CHECKING:
+    from great_expectations.checkpoint.checkpoint import CheckpointResult
+    from great_expectations.data_context import FileDataContext
+    from pyspark.sql import SparkSession
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_NAME = "privacy_zone"
+DATASOURCE_NAME = "privacy_zone"
+BATCH_DEFINITION_NAME = "whole_directory"
+DATA_DOCS_SITE = "crmshield_data_docs"
+CRITICAL = "critical"
+WARNING = "warning"
+
+#: What GX may keep of a result: counts and percentages only. ``exclude_unexpected_values``
+#: drops ``partial_unexpected_list``/``partial_unexpected_counts``; ``partial_unexpected_count=0``
+#: makes Spark fetch no sample at all; no unexpected rows, no index query (it would embed the
+#: filter, and with ID columns the offending rows' keys).
+RESULT_FORMAT: dict[str, Any] = {
+    "result_format": "SUMMARY",
+    "partial_unexpected_count": 0,
+    "exclude_unexpected_values": True,
+    "include_unexpected_rows": False,
+    "return_unexpected_index_query": False,
+}
+
+#: Result keys that may legitimately appear in a stored result under :data:`RESULT_FORMAT`.
+#: ``observed_value`` is a column list, a type name or a row count for the expectations we use.
+_SAFE_RESULT_KEYS = frozenset(
+    {
+        "element_count",
+        "unexpected_count",
+        "unexpected_percent",
+        "unexpected_percent_total",
+        "unexpected_percent_nonmissing",
+        "missing_count",
+        "missing_percent",
+        "observed_value",
+        "details",
+    }
+)
+
+
+# --------------------------------------------------------------------------- summary types
+
+
+@dataclass(frozen=True)
+class FailedExpectation:
+    """One failed expectation, described without any row value."""
+
+    expectation_type: str
+    column: str | None
+    severity: str
+    check: str | None = None
+    unexpected_count: int | None = None
+    element_count: int | None = None
+    raised_exception: bool = False
+    #: Extra counts-only detail (e.g. the unexpected/missing column *names* of a column-set check).
+    detail: dict[str, Any] | None = None
+
+    def describe(self, suite: str) -> str:
+        where = f"{self.expectation_type}({self.column})" if self.column else self.expectation_type
+        parts = [f"{suite}: {where}"]
+        if self.check:
+            parts.append(f"[{self.check}]")
+        if self.raised_exception:
+            parts.append("raised an exception")
+        elif self.unexpected_count is not None:
+            parts.append(f"unexpected_count={self.unexpected_count}")
+        if self.detail:
+            parts.append(", ".join(f"{k}={v}" for k, v in sorted(self.detail.items())))
+        return " ".join(parts)
+
+
+@dataclass(frozen=True)
+class SuiteResult:
+    suite_name: str
+    entity: str
+    success: bool
+    evaluated_expectations: int
+    successful_expectations: int
+    failed_expectations: int
+    failures: tuple[FailedExpectation, ...] = ()
+
+    @property
+    def critical_failures(self) -> tuple[FailedExpectation, ...]:
+        return tuple(f for f in self.failures if f.severity == CRITICAL)
+
+    @property
+    def warnings(self) -> tuple[FailedExpectation, ...]:
+        return tuple(f for f in self.failures if f.severity != CRITICAL)
+
+
+@dataclass(frozen=True)
+class ValidationSummary:
+    """What the validate stage reports to the run manifest (counts only)."""
+
+    run_id: str
+    success: bool
+    suites: tuple[SuiteResult, ...]
+    data_docs_index: Path | None
+    checkpoint_name: str = CHECKPOINT_NAME
+    result_format: dict[str, Any] = field(default_factory=lambda: dict(RESULT_FORMAT))
+
+    @property
+    def critical_failures(self) -> list[tuple[str, FailedExpectation]]:
+        return [(s.suite_name, f) for s in self.suites for f in s.critical_failures]
+
+    @property
+    def warnings(self) -> list[tuple[str, FailedExpectation]]:
+        return [(s.suite_name, f) for s in self.suites for f in s.warnings]
+
+    @property
+    def passed(self) -> bool:
+        """No critical failure (warnings allowed): the hand-over may proceed."""
+        return not self.critical_failures
+
+    def suite(self, name: str) -> SuiteResult:
+        for s in self.suites:
+            if s.suite_name == name:
+                return s
+        raise KeyError(name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "success": self.success,
+            "passed": self.passed,
+            "checkpoint": self.checkpoint_name,
+            "result_format": dict(self.result_format),
+            "data_docs_index": str(self.data_docs_index) if self.data_docs_index else None,
+            "critical_failures": len(self.critical_failures),
+            "warnings": len(self.warnings),
+            "suites": [
+                {
+                    "suite_name": s.suite_name,
+                    "entity": s.entity,
+                    "success": s.success,
+                    "evaluated_expectations": s.evaluated_expectations,
+                    "successful_expectations": s.successful_expectations,
+                    "failed_expectations": s.failed_expectations,
+                    "failures": [asdict(f) for f in s.failures],
+                }
+                for s in self.suites
+            ],
+        }
+
+
+class ValidationFailed(RuntimeError):
+    """At least one critical expectation failed; Data Docs have been built already."""
+
+    def __init__(self, summary: ValidationSummary) -> None:
+        self.summary = summary
+        failures = summary.critical_failures
+        lines = [f"{len(failures)} critical expectation(s) failed in the privacy zone:"]
+        lines += [f"  - {f.describe(suite)}" for suite, f in failures]
+        if summary.data_docs_index:
+            lines.append(f"Data Docs: {summary.data_docs_index}")
+        super().__init__("\n".join(lines))
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def load_expectations_module(settings: Settings, name: str = "privacy") -> ModuleType:
+    """Load ``<root>/expectations/<name>.py`` by file path (``expectations/`` is no package)."""
+    path = settings.root / "expectations" / f"{name}.py"
+    if not path.is_file():
+        raise FileNotFoundError(f"expectation suites not found: {path}")
+    spec = importlib.util.spec_from_file_location(f"crmshield_expectations_{name}", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load expectation suites from {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _local_spark() -> tuple[SparkSession, bool]:
+    """The active session if there is one, else a new local one (``True``: ours to stop)."""
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active, False
+    session = (
+        SparkSession.builder.master("local[*]")
+        .appName("crmshield-validate")
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.session.timeZone", "UTC")
+        .getOrCreate()
+    )
+    session.sparkContext.setLogLevel("WARN")
+    return session, True
+
+
+def _data_docs_site_config(settings: Settings) -> dict[str, Any]:
+    return {
+        "class_name": "SiteBuilder",
+        "show_how_to_buttons": False,
+        "store_backend": {
+            "class_name": "TupleFilesystemStoreBackend",
+            "base_directory": str(settings.data_docs),
+        },
+        "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+    }
+
+
+def _get_context(settings: Settings) -> FileDataContext:
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    settings.gx_context.mkdir(parents=True, exist_ok=True)
+    settings.data_docs.mkdir(parents=True, exist_ok=True)
+    context = gx.get_context(mode="file", context_root_dir=settings.gx_context)
+    if context.config.analytics_enabled is not False:
+        context.enable_analytics(False)
+    # Task logs, not a terminal: no "Calculating Metrics" progress bars.
+    bars = context.variables.progress_bars  # an object when set, a dict when loaded from YAML
+    bars = bars if isinstance(bars, dict) or bars is None else vars(bars)
+    if not bars or bars.get("globally") is not False or bars.get("metric_calculations") is not False:
+        context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+        context.variables.save()
+
+    # Exactly one Data Docs site, in the reports zone; drop the scaffolded
+    # ``uncommitted/data_docs/local_site`` so nothing renders inside the context folder.
+    sites = context.list_data_docs_sites()
+    for site_name in list(sites):
+        if site_name != DATA_DOCS_SITE:
+            context.delete_data_docs_site(site_name)
+    site_config = _data_docs_site_config(settings)
+    if DATA_DOCS_SITE in context.list_data_docs_sites():
+        context.update_data_docs_site(DATA_DOCS_SITE, site_config)  # type: ignore[arg-type]
+    else:
+        context.add_data_docs_site(DATA_DOCS_SITE, site_config)  # type: ignore[arg-type]
+    return context
+
+
+def _quietly(action: Any, *args: Any, **kwargs: Any) -> None:
+    """Run a delete that may find nothing to delete."""
+    try:
+        action(*args, **kwargs)
+    except Exception as exc:  # GX raises several types for "not found"
+        log.debug("nothing to delete (%s)", type(exc).__name__)
+
+
+def _register(context: FileDataContext, settings: Settings, suites: dict[str, Any]) -> Any:
+    """(Re)create datasource, assets, suites, validation definitions and the checkpoint.
+
+    Delete-then-add in dependency order, so a second run in the same context starts from the
+    code's definitions and never trips over names left by the previous one.
+    """
+    import great_expectations as gx
+    from great_expectations.checkpoint import UpdateDataDocsAction
+
+    vd_names = {entity: f"{CHECKPOINT_NAME}__{entity}" for entity in suites}
+    _quietly(context.checkpoints.delete, CHECKPOINT_NAME)
+    for name in vd_names.values():
+        _quietly(context.validation_definitions.delete, name)
+    _quietly(context.data_sources.delete, DATASOURCE_NAME)
+
+    datasource = context.data_sources.add_spark_filesystem(name=DATASOURCE_NAME, base_directory=settings.privacy)
+    validation_definitions = []
+    for entity, suite in suites.items():
+        asset = datasource.add_directory_parquet_asset(name=entity, data_directory=entity)
+        batch_definition = asset.add_batch_definition_whole_directory(BATCH_DEFINITION_NAME)
+        saved_suite = context.suites.add_or_update(suite)
+        validation_definitions.append(
+            context.validation_definitions.add(
+                gx.ValidationDefinition(name=vd_names[entity], data=batch_definition, suite=saved_suite)
+            )
+        )
+    return context.checkpoints.add(
+        gx.Checkpoint(
+            name=CHECKPOINT_NAME,
+            validation_definitions=validation_definitions,
+            actions=[UpdateDataDocsAction(name="update_data_docs", site_names=[DATA_DOCS_SITE])],
+            result_format=RESULT_FORMAT,
+        )
+    )
+
+
+def _severity(config: Any) -> str:
+    meta = getattr(config, "meta", None) or {}
+    severity = meta.get("severity") or getattr(config, "severity", None) or CRITICAL
+    severity = getattr(severity, "value", severity)
+    return str(severity)
+
+
+def _raised_exception(info: Any) -> bool:
+    """GX reports exceptions either flat or keyed by metric configuration; accept both."""
+    if not isinstance(info, dict) or not info:
+        return False
+    if "raised_exception" in info:
+        return bool(info["raised_exception"])
+    return any(
+        isinstance(v, dict) and bool(v.get("raised_exception") or v.get("exception_message")) for v in info.values()
+    )
+
+
+def _summarize_suite(result: Any, entity: str) -> SuiteResult:
+    failures: list[FailedExpectation] = []
+    for evr in result.results:
+        if evr.success:
+            continue
+        config = evr.expectation_config
+        kwargs = config.kwargs if config is not None else {}
+        meta = (config.meta if config is not None else None) or {}
+        body = evr.result or {}
+        raised = _raised_exception(evr.exception_info)
+        detail = None
+        details = body.get("details")
+        if isinstance(details, dict) and isinstance(details.get("mismatched"), dict):
+            # column-set check: column *names*, never values
+            detail = {k: sorted(v) for k, v in details["mismatched"].items()}
+        failures.append(
+            FailedExpectation(
+                expectation_type=config.type if config is not None else "unknown",
+                column=kwargs.get("column"),
+                severity=_severity(config),
+                check=meta.get("check"),
+                unexpected_count=body.get("unexpected_count"),
+                element_count=body.get("element_count"),
+                raised_exception=raised,
+                detail=detail,
+            )
+        )
+    stats = result.statistics or {}
+    return SuiteResult(
+        suite_name=result.suite_name,
+        entity=entity,
+        success=bool(result.success),
+        evaluated_expectations=int(stats.get("evaluated_expectations", 0)),
+        successful_expectations=int(stats.get("successful_expectations", 0)),
+        failed_expectations=int(stats.get("unsuccessful_expectations", 0)),
+        failures=tuple(failures),
+    )
+
+
+def _assert_no_values_kept(checkpoint_result: CheckpointResult) -> None:
+    """Defence in depth: refuse to go on if GX kept anything but counts for any expectation."""
+    for result in checkpoint_result.run_results.values():
+        for evr in result.results:
+            unsafe = set((evr.result or {}).keys()) - _SAFE_RESULT_KEYS
+            if unsafe:
+                raise RuntimeError(
+                    f"GX result for {result.suite_name} kept unexpected keys {sorted(unsafe)}; "
+                    "result_format no longer hides row values"
+                )
+
+
+# --------------------------------------------------------------------------- the stage
+
+
+def validate_privacy_zone(settings: Settings, run_id: str, spark: SparkSession | None = None) -> ValidationSummary:
+    """Validate ``settings.privacy`` with the ``privacy__*`` suites; build Data Docs.
+
+    Returns the summary when no critical expectation fails (warnings are reported in the
+    summary only). Raises :class:`ValidationFailed` (after Data Docs are built) otherwise.
+    """
+    from great_expectations.core.run_identifier import RunIdentifier
+
+    missing = [e for e in ENTITIES if not (settings.privacy / e).is_dir()]
+    if missing:
+        raise FileNotFoundError(f"privacy zone incomplete under {settings.privacy}: missing {', '.join(missing)}")
+
+    module = load_expectations_module(settings, "privacy")
+    suites = {entity: module.build_suite(entity) for entity in ENTITIES}
+
+    session, own_session = (spark, False) if spark is not None else _local_spark()
+    previous_ansi = session.conf.get("spark.sql.ansi.enabled")
+    session.conf.set("spark.sql.ansi.enabled", "false")
+    try:
+        context = _get_context(settings)
+        checkpoint = _register(context, settings, suites)
+        log.info("validate: running checkpoint %s for run %s", CHECKPOINT_NAME, run_id)
+        checkpoint_result = checkpoint.run(run_id=RunIdentifier(run_name=run_id))
+    finally:
+        session.conf.set("spark.sql.ansi.enabled", previous_ansi or "true")
+        if own_session:
+            session.stop()
+
+    _assert_no_values_kept(checkpoint_result)
+    by_suite = {module.suite_name(entity): entity for entity in ENTITIES}
+    suite_results = tuple(
+        sorted(
+            (
+                _summarize_suite(r, by_suite.get(r.suite_name, r.suite_name))
+                for r in checkpoint_result.run_results.values()
+            ),
+            key=lambda s: ENTITIES.index(s.entity) if s.entity in ENTITIES else len(ENTITIES),
+        )
+    )
+    index = settings.data_docs / "index.html"
+    summary = ValidationSummary(
+        run_id=run_id,
+        success=bool(checkpoint_result.success),
+        suites=suite_results,
+        data_docs_index=index if index.is_file() else None,
+    )
+    for suite, failure in summary.warnings:
+        log.warning("validate: warning %s", failure.describe(suite))
+    if not summary.passed:
+        raise ValidationFailed(summary)
+    log.info(
+        "validate: %d suites passed (%d warnings); Data Docs at %s",
+        len(suite_results),
+        len(summary.warnings),
+        summary.data_docs_index,
+    )
+    return summary
