@@ -26,8 +26,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-console = Console(stderr=True)
-out = Console()
+console = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
 
 EXIT_STAGE_FAILED, EXIT_JAVA, EXIT_KEY = 1, 3, 4
 DAG_ID = "crm_privacy_pipeline"
@@ -345,9 +345,9 @@ def _print_summary(m: dict[str, Any], generated: dict[str, int], seconds: float)
     out.print("  warehouse marts: " + ", ".join(f"{k} {v:,}" for k, v in m["rows"]["warehouse"].items()))
     status = m.get("publication_status")
     note = " (same input already published: no new ε spent)" if status == "skipped" else ""
-    out.print(f"[bold]DP marts[/] {status}{note}; ε spent by this run: {m['epsilon_spent']}")
+    out.print(f"[bold]DP marts[/] {status}{note}; ε spent by this run: {m['epsilon_spent']:.3g}")
     for mart in m["marts"]:
-        out.print(f"  {mart['name']:<32} ε={mart['epsilon']}  δ={mart['delta']}  rows={mart.get('rows')}")
+        out.print(f"  {mart['name']:<30} ε={mart['epsilon']:.3g}  δ={mart['delta']:.2g}  rows={mart.get('rows')}")
     a = m["artifacts"]
     out.print(f"[bold]Analyst database[/] {a['analyst_database']}")
     out.print(f"[bold]Run report[/]       {a['run_report']}")
