@@ -11,6 +11,9 @@ demo: setup
 	@$(VENV)/crmshield demo
 
 test: setup
+	@$(VENV)/ruff check --quiet .
+	@$(VENV)/ruff check --quiet --select AIR3 dags/
+	@$(VENV)/ruff format --check --quiet .
 	@$(VENV)/python -m pytest
 
 test-fast: setup

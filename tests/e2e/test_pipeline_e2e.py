@@ -170,3 +170,21 @@ def test_no_landing_pii_downstream(run):
     assert leaks == [], f"PII found downstream: {leaks[:5]}"
     for where, text in texts.items():  # the canary's single names, too
         assert CANARY["first"] not in text and CANARY["last"] not in text, where
+
+
+def test_key_material_is_never_written_downstream(run):
+    settings, airflow_home, _ = run
+    import os
+
+    from transforms import _hmac_pads
+
+    from crmshield.keys import read_key_file
+
+    key = read_key_file(Path(os.environ[ENV_FILE]))
+    secrets = {key.key.hex()}
+    for domain in ("contact", "company", "deal", "ticket"):
+        dk = key.domain_key(domain)
+        secrets.update({dk.hex(), *_hmac_pads(dk)})
+    texts = _downstream_text(settings, airflow_home)
+    found = [where for where, text in texts.items() for s in secrets if s in text]
+    assert found == []

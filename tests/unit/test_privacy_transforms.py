@@ -4,19 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import sys
 from datetime import date
-from pathlib import Path
 
 import pytest
+import transforms as T  # spark_jobs/privacy, on pytest's pythonpath
 from pyspark.sql import Row
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "spark_jobs" / "privacy"))
-import transforms as T  # noqa: E402
-
-from crmshield.keys import PseudonymKey  # noqa: E402
+from crmshield.keys import PseudonymKey
 
 KEY = bytes(range(32))
 
