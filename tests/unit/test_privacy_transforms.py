@@ -103,3 +103,19 @@ def test_tickets_of_contacts_without_consent_are_excluded(spark):
     assert status == {10: "ok", 11: "excluded_consent", 12: "excluded_unknown_contact"}
     out = T.transform_tickets(classified, keys)
     assertDataFrameEqual(out.select("subject"), [Row(subject="<PERSON> here")])
+
+
+def test_redaction_patterns_are_the_validation_patterns():
+    from crmshield.config import Settings
+    from crmshield.validate import load_expectations_module
+
+    checks = load_expectations_module(Settings.from_env())
+    assert T.EMAIL_PATTERN == checks.EMAIL_PATTERN
+    assert T.PHONE_PATTERN == checks.PHONE_PATTERN
+
+
+def test_long_digit_runs_are_redacted_too(spark):
+    df = spark.createDataFrame([("card 4111 1111 1111 1111 and ref 2024-05-01 10:22",)], "t string")
+    none = F.lit(None).cast("string")
+    got = df.select(T.redact_text(F.col("t"), none, none, none, none)).first()[0]
+    assert "4111 1111" not in got and "2024-05-01" in got
