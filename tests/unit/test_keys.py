@@ -43,3 +43,12 @@ def test_bad_or_missing_keys_fail_without_echoing_material(monkeypatch):
     with pytest.raises(KeyError_, match="at least 32 bytes") as err:
         load_key(use_airflow=False)
     assert "deadbeef" not in str(err.value)
+
+
+def test_airflow_connection_supplies_key_and_version(monkeypatch):
+    secret = "cd" * 32
+    conn = {"conn_type": "generic", "password": secret, "extra": {"key_version": 4}}
+    monkeypatch.setenv("AIRFLOW_CONN_CRMSHIELD_PSEUDONYMIZATION", json.dumps(conn))
+    key = load_key()
+    assert key.key == bytes.fromhex(secret) and key.version == 4
+    assert key.source == "airflow:crmshield_pseudonymization"
