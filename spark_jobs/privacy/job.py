@@ -3,7 +3,11 @@
 Started like any Spark application::
 
     spark-submit --master local[*] --py-files spark_jobs/privacy/transforms.py \\
-        spark_jobs/privacy/job.py --raw data/raw --out data/privacy --stats-out stats.json
+        spark_jobs/privacy/job.py --raw data/raw --out data/privacy --plan plan.json --stats-out stats.json
+
+``--plan`` is the column plan resolved from ``config/privacy_policy.yml`` by
+``crmshield.policy.resolve_plan`` (validated against the raw tables' columns):
+every output column with its action, rule and pseudonymization domain.
 
 The master key arrives through the environment
 (``CRMSHIELD_PSEUDONYMIZATION_KEY`` hex + ``CRMSHIELD_PSEUDONYMIZATION_KEY_VERSION``),
@@ -25,6 +29,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -52,23 +57,19 @@ def derive_keys() -> T.Keys:
     return T.Keys(domain_keys=domain_keys, version=version)
 
 
-def _plan(entity: str, df: DataFrame) -> dict[str, object]:
-    plan = T.plan_columns(entity, df.columns)
-    for col in plan.unknown:
-        print(f"WARNING privacy job: {entity}.{col} is not in the privacy policy; dropped", file=sys.stderr)
-    return {
-        "columns": {c: {"action": a, "why": w} for c, (a, w) in plan.actions.items()},
-        "unknown_columns": plan.unknown,
-    }
-
-
-def run(spark: SparkSession, raw: Path, out: Path) -> dict[str, object]:
+def run(spark: SparkSession, raw: Path, out: Path, plan: dict[str, Any]) -> dict[str, object]:
     keys = derive_keys()
-    read = {e: spark.read.parquet(str(raw / f"{e}.parquet")) for e in ("contacts", "companies", "deals", "tickets")}
-    stats: dict[str, object] = {"key_version": keys.version, "method": "HMAC-SHA256, per-domain derived keys"}
+    plans: dict[str, dict[str, Any]] = plan["entities"]
+    consent = plan["consent"]
+    read = {e: spark.read.parquet(str(raw / f"{e}.parquet")) for e in plans}
+    stats: dict[str, object] = {
+        "key_version": keys.version,
+        "method": "HMAC-SHA256, per-domain derived keys",
+        "policy_version": plan["version"],
+    }
     entities: dict[str, dict[str, object]] = {}
 
-    contacts = read["contacts"].cache()
+    contacts = read[consent["entity"]].cache()
     ref_row = contacts.agg(F.max("updated_at"), F.max("created_at")).first()
     reference = (ref_row[0] or ref_row[1]).date() if ref_row and (ref_row[0] or ref_row[1]) else None
     if reference is None:
@@ -78,51 +79,59 @@ def run(spark: SparkSession, raw: Path, out: Path) -> dict[str, object]:
     staging = out.parent / f".{out.name}.staging-{uuid.uuid4().hex[:8]}"
     outputs: dict[str, DataFrame] = {}
     try:
-        c_in = contacts.count()
-        consent_counts = dict(
-            contacts.groupBy((F.col("analytics_consent") == F.lit(True)).alias("ok")).count().collect()
-        )
-        outputs["contacts"] = T.transform_contacts(contacts, keys, reference)
-        entities["contacts"] = {
-            "rows_in": c_in,
-            "rows_out": int(consent_counts.get(True, 0)),
-            "excluded": {"excluded_consent": c_in - int(consent_counts.get(True, 0))},
-            **_plan("contacts", contacts),
-        }
-
-        companies = read["companies"]
-        outputs["companies"] = T.transform_companies(companies, keys)
-        n = companies.count()
-        entities["companies"] = {"rows_in": n, "rows_out": n, "excluded": {}, **_plan("companies", companies)}
-
-        for entity, fk, fn in (
-            ("deals", "contact_id", T.transform_deals),
-            ("tickets", "requester_id", T.transform_tickets),
-        ):
+        for entity, ep in plans.items():
             df = read[entity]
-            classified = T.classify_subject(df, contacts, fk).cache()
-            by_status = dict(classified.groupBy("_subject_status").count().collect())
-            kept = sum(int(v) for k, v in by_status.items() if k in ("ok", "no_subject"))
-            if entity == "tickets":  # a ticket needs its requester
-                kept = int(by_status.get("ok", 0))
-            excluded = {k: int(v) for k, v in by_status.items() if k.startswith("excluded")}
-            if entity == "tickets" and by_status.get("no_subject"):
-                excluded["excluded_unknown_contact"] = excluded.get("excluded_unknown_contact", 0) + int(
-                    by_status["no_subject"]
-                )
-            outputs[entity] = fn(classified, keys)
-            entities[entity] = {"rows_in": sum(int(v) for v in by_status.values()), "rows_out": kept,
-                                "excluded": excluded, **_plan(entity, df)}  # fmt: skip
+            for col in ep["unknown_columns"]:
+                print(f"WARNING privacy job: {entity}.{col} is not in the privacy policy; dropped", file=sys.stderr)
+            if entity == consent["entity"]:
+                # the subjects themselves: keep those who consented
+                ok = F.col(consent["column"]) == F.lit(True)
+                counts = dict(df.groupBy(F.coalesce(ok, F.lit(False)).alias("ok")).count().collect())
+                kept_df = df.filter(ok)
+                by_status = {"ok": int(counts.get(True, 0)), "excluded_consent": int(counts.get(False, 0))}
+            elif ep.get("subject_key"):
+                classified = T.classify_subject(df, contacts, ep["subject_key"], consent["column"]).cache()
+                by_status = {k: int(v) for k, v in classified.groupBy("_subject_status").count().collect()}
+                allowed = ["ok"] if ep.get("subject_required") else ["ok", "no_subject"]
+                if ep.get("subject_required") and by_status.get("no_subject"):
+                    by_status["excluded_unknown_contact"] = by_status.get(
+                        "excluded_unknown_contact", 0
+                    ) + by_status.pop("no_subject")
+                kept_df = classified.filter(F.col("_subject_status").isin(*allowed))
+            else:
+                kept_df, by_status = df, {"ok": df.count()}
+            outputs[entity] = T.apply_plan(kept_df, ep, keys, reference)
+            excluded = {k: v for k, v in by_status.items() if k.startswith("excluded")}
+            rows_in = sum(by_status.values())
+            entities[entity] = {
+                "rows_in": rows_in,
+                "rows_out": rows_in - sum(excluded.values()),
+                "excluded": excluded,
+                "columns": ep["columns"],
+                "unknown_columns": ep["unknown_columns"],
+            }
 
-        tickets_out = outputs["tickets"].cache()
-        outputs["tickets"] = tickets_out
-        red = tickets_out.agg(
-            *[
-                F.sum(T.count_token(F.col("subject"), tok) + T.count_token(F.col("description"), tok)).alias(name)
-                for name, tok in T.PLACEHOLDERS.items()
-            ]
-        ).first()
-        stats["redactions"] = {name: int(red[name] or 0) for name in T.PLACEHOLDERS} if red else {}
+        redactable = [o["output"] for ep in plans.values() for o in ep["outputs"] if o["action"] == "redact"]
+        redactions = dict.fromkeys(T.PLACEHOLDERS, 0)
+        for entity, ep in plans.items():
+            text_cols = [o["output"] for o in ep["outputs"] if o["action"] == "redact"]
+            if not text_cols:
+                continue
+            outputs[entity] = outputs[entity].cache()
+            row = (
+                outputs[entity]
+                .agg(
+                    *[
+                        F.sum(sum((T.count_token(F.col(c), tok) for c in text_cols), F.lit(0))).alias(name)
+                        for name, tok in T.PLACEHOLDERS.items()
+                    ]
+                )
+                .first()
+            )
+            for name in T.PLACEHOLDERS:
+                redactions[name] += int(row[name] or 0) if row else 0
+        stats["redactions"] = redactions
+        stats["redacted_columns"] = redactable
 
         for entity, df in outputs.items():
             df.write.mode("overwrite").option("compression", "zstd").parquet(str(staging / entity))
@@ -145,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="crmshield privacy job: raw zone -> privacy zone")
     parser.add_argument("--raw", required=True, type=Path, help="raw zone directory (<entity>.parquet)")
     parser.add_argument("--out", required=True, type=Path, help="privacy zone directory (replaced atomically)")
+    parser.add_argument("--plan", required=True, type=Path, help="column plan resolved from the privacy policy (JSON)")
     parser.add_argument("--stats-out", type=Path, help="where to write the job's counts as JSON")
     args = parser.parse_args(argv)
 
@@ -157,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     spark.sparkContext.setLogLevel("WARN")
     try:
-        stats = run(spark, args.raw.resolve(), args.out.resolve())
+        plan = json.loads(args.plan.read_text(encoding="utf-8"))
+        stats = run(spark, args.raw.resolve(), args.out.resolve(), plan)
     finally:
         spark.stop()
     stats["seconds"] = round(time.time() - started, 2)

@@ -1,8 +1,9 @@
 """Pure DataFrame -> DataFrame transforms of the privacy job.
 
 Everything here uses Spark's built-in column functions (no Python UDFs), and
-takes its configuration (keys, reference date) as arguments, so each function
-can be tested on a small frame with ``pyspark.testing.assertDataFrameEqual``.
+takes its configuration (the column plan resolved from the privacy policy,
+keys, reference date) as arguments, so each function can be tested on a small
+frame with ``pyspark.testing.assertDataFrameEqual``.
 
 Keyed pseudonyms are HMAC-SHA256 composed from ``sha2``, ``unhex`` and
 ``concat`` with the RFC 2104 ipad/opad keys; they match Python's ``hmac``.
@@ -12,84 +13,12 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
-
-# --- the column plan -------------------------------------------------------
-# Every raw column has exactly one action. A raw column not listed here is
-# dropped with a warning, never passed through.
-DROP, PSEUDONYMIZE, GENERALIZE, REDACT, KEEP = "drop", "pseudonymize", "generalize", "redact", "keep"
-
-POLICY: dict[str, dict[str, tuple[str, str]]] = {
-    "contacts": {
-        "contact_id": (PSEUDONYMIZE, "contact_pk: HMAC-SHA256, domain 'contact'"),
-        "first_name": (DROP, "direct identifier; used only to redact the contact's own tickets"),
-        "last_name": (DROP, "direct identifier; used only to redact the contact's own tickets"),
-        "email": (DROP, "direct identifier; used only to redact the contact's own tickets"),
-        "phone": (DROP, "direct identifier; used only to redact the contact's own tickets"),
-        "date_of_birth": (GENERALIZE, "age_band: 10-year bands at the export's reference date"),
-        "street": (DROP, "direct identifier, no analytic purpose"),
-        "city": (DROP, "quasi-identifier, no analytic purpose (country and postal prefix kept)"),
-        "postal_code": (
-            GENERALIZE,
-            "postal_prefix: country-aware truncation (US 3 digits, GB outward code, 2 digits elsewhere)",
-        ),
-        "country": (KEEP, "segmentation"),
-        "lifecycle_stage": (KEEP, "funnel analytics"),
-        "created_at": (GENERALIZE, "created_on: day"),
-        "updated_at": (DROP, "operational metadata"),
-        "marketing_consent": (DROP, "not an analytics purpose"),
-        "analytics_consent": (DROP, "used to exclude contacts without consent, then dropped"),
-        "company_id": (PSEUDONYMIZE, "company_pk: HMAC-SHA256, domain 'company'"),
-        "_source_file": (DROP, "lineage stays in the raw zone"),
-        "_source_row": (DROP, "lineage stays in the raw zone"),
-    },
-    "companies": {
-        "company_id": (PSEUDONYMIZE, "company_pk: HMAC-SHA256, domain 'company'"),
-        "name": (DROP, "can name a sole trader"),
-        "domain": (DROP, "can identify a sole trader"),
-        "industry": (KEEP, "segmentation"),
-        "employees": (GENERALIZE, "employee_band"),
-        "annual_revenue": (DROP, "no analytic purpose declared"),
-        "country": (KEEP, "segmentation"),
-        "city": (DROP, "no analytic purpose declared"),
-        "created_at": (GENERALIZE, "created_on: day"),
-        "_source_file": (DROP, "lineage stays in the raw zone"),
-        "_source_row": (DROP, "lineage stays in the raw zone"),
-    },
-    "deals": {
-        "deal_id": (PSEUDONYMIZE, "deal_pk: HMAC-SHA256, domain 'deal'"),
-        "deal_name": (DROP, "free text, often holds a person's name"),
-        "stage": (KEEP, "pipeline analytics"),
-        "pipeline": (KEEP, "pipeline analytics"),
-        "amount": (KEEP, "pipeline value"),
-        "currency": (KEEP, "pipeline value"),
-        "close_date": (KEEP, "pipeline analytics (day precision)"),
-        "created_at": (GENERALIZE, "created_on: day"),
-        "contact_id": (PSEUDONYMIZE, "contact_pk: HMAC-SHA256, domain 'contact'"),
-        "company_id": (PSEUDONYMIZE, "company_pk: HMAC-SHA256, domain 'company'"),
-        "_source_file": (DROP, "lineage stays in the raw zone"),
-        "_source_row": (DROP, "lineage stays in the raw zone"),
-    },
-    "tickets": {
-        "ticket_id": (PSEUDONYMIZE, "ticket_pk: HMAC-SHA256, domain 'ticket'"),
-        "requester_id": (PSEUDONYMIZE, "contact_pk: HMAC-SHA256, domain 'contact'"),
-        "subject": (REDACT, "emails, phone numbers and the requester's own name replaced by placeholders"),
-        "description": (REDACT, "emails, phone numbers and the requester's own name replaced by placeholders"),
-        "channel": (KEEP, "support analytics"),
-        "priority": (KEEP, "support analytics"),
-        "status": (KEEP, "support analytics"),
-        "created_at": (GENERALIZE, "created_on: day; resolution_hours derived first"),
-        "updated_at": (DROP, "operational metadata"),
-        "solved_at": (GENERALIZE, "solved_on: day; resolution_hours derived first"),
-        "satisfaction": (KEEP, "support analytics"),
-        "_source_file": (DROP, "lineage stays in the raw zone"),
-        "_source_row": (DROP, "lineage stays in the raw zone"),
-    },
-}  # fmt: skip
 
 # The redaction patterns are exactly the ones the privacy-zone validation looks for
 # (expectations/privacy.py; a unit test keeps them equal): what the job leaves in
@@ -104,27 +33,6 @@ PHONE_PATTERN = (
     r"\+?\(?[0-9](?:[ .()-]{0,2}[0-9]){8,14}"
 )
 PLACEHOLDERS = {"email": "<EMAIL>", "phone": "<PHONE>", "person": "<PERSON>"}
-
-
-@dataclass
-class ColumnPlan:
-    """What the policy does with a frame's columns."""
-
-    actions: dict[str, tuple[str, str]] = field(default_factory=dict)
-    unknown: list[str] = field(default_factory=list)
-
-
-def plan_columns(entity: str, columns: list[str]) -> ColumnPlan:
-    """Actions for the given raw columns; unknown columns are dropped and reported."""
-    policy = POLICY[entity]
-    plan = ColumnPlan()
-    for c in columns:
-        if c in policy:
-            plan.actions[c] = policy[c]
-        else:
-            plan.actions[c] = (DROP, "not in the privacy policy: dropped, never passed through")
-            plan.unknown.append(c)
-    return plan
 
 
 # --- pseudonymization --------------------------------------------------------
@@ -245,13 +153,13 @@ class Keys:
         return pseudonym(col, self.domain_keys[domain], self.version)
 
 
-def classify_subject(df: DataFrame, contacts: DataFrame, fk: str) -> DataFrame:
+def classify_subject(df: DataFrame, contacts: DataFrame, fk: str, consent: str = "analytics_consent") -> DataFrame:
     """Add ``_subject_status``: 'ok', 'no_subject' (no contact linked),
     'excluded_consent' or 'excluded_unknown_contact'. Joins the consented
     contact's identifiers (prefixed ``_c_``) for redaction."""
     c = contacts.select(
         F.col("contact_id").alias("_c_id"),
-        F.col("analytics_consent").alias("_c_consent"),
+        F.col(consent).alias("_c_consent"),
         F.col("first_name").alias("_c_first"),
         F.col("last_name").alias("_c_last"),
         F.col("email").alias("_c_email"),
@@ -268,57 +176,52 @@ def classify_subject(df: DataFrame, contacts: DataFrame, fk: str) -> DataFrame:
     return joined.withColumn("_subject_status", status)
 
 
-def transform_contacts(contacts: DataFrame, keys: Keys, reference: date) -> DataFrame:
-    consented = contacts.filter(F.col("analytics_consent") == F.lit(True))
-    return consented.select(
-        keys.pk(F.col("contact_id"), "contact").alias("contact_pk"),
-        keys.pk(F.col("company_id"), "company").alias("company_pk"),
-        age_band(F.col("date_of_birth"), reference).alias("age_band"),
-        postal_prefix(F.col("postal_code"), F.col("country")).alias("postal_prefix"),
-        F.col("country"),
-        F.col("lifecycle_stage"),
-        F.to_date(F.col("created_at")).alias("created_on"),
-    )
+def generalize(col: Column, rule: str, reference: date, lower: float | None, upper: float | None) -> Column:
+    """One generalization rule of the policy."""
+    if rule == "age_band":
+        return age_band(col, reference)
+    if rule == "postal_prefix":
+        return postal_prefix(col, F.col("country"))
+    if rule == "day":
+        return F.to_date(col)
+    if rule == "month":
+        return F.date_format(col, "yyyy-MM")
+    if rule == "employee_band":
+        return employee_band(col)
+    if rule == "clamp":
+        return F.least(F.greatest(col, F.lit(lower)), F.lit(upper)).cast(_clamp_type(lower, upper))
+    raise ValueError(f"unknown generalization rule {rule!r}")
 
 
-def transform_companies(companies: DataFrame, keys: Keys) -> DataFrame:
-    return companies.select(
-        keys.pk(F.col("company_id"), "company").alias("company_pk"),
-        F.col("industry"),
-        employee_band(F.col("employees")).alias("employee_band"),
-        F.col("country"),
-        F.to_date(F.col("created_at")).alias("created_on"),
-    )
+def _clamp_type(lower: float | None, upper: float | None) -> str:
+    both_int = all(v is not None and float(v).is_integer() for v in (lower, upper))
+    return "bigint" if both_int else "double"
 
 
-def transform_deals(classified: DataFrame, keys: Keys) -> DataFrame:
-    kept = classified.filter(F.col("_subject_status").isin("ok", "no_subject"))
-    return kept.select(
-        keys.pk(F.col("deal_id"), "deal").alias("deal_pk"),
-        keys.pk(F.col("contact_id"), "contact").alias("contact_pk"),
-        keys.pk(F.col("company_id"), "company").alias("company_pk"),
-        F.col("stage"),
-        F.col("pipeline"),
-        F.col("amount").cast("decimal(18,2)").alias("amount"),
-        F.col("currency"),
-        F.to_date(F.col("created_at")).alias("created_on"),
-        F.col("close_date").cast("date").alias("close_date"),
-    )
+IDENTIFIER_COLUMNS = ("_c_first", "_c_last", "_c_email", "_c_phone")
 
 
-def transform_tickets(classified: DataFrame, keys: Keys) -> DataFrame:
-    kept = classified.filter(F.col("_subject_status") == "ok")
-    ident = [F.col("_c_first"), F.col("_c_last"), F.col("_c_email"), F.col("_c_phone")]
-    return kept.select(
-        keys.pk(F.col("ticket_id"), "ticket").alias("ticket_pk"),
-        keys.pk(F.col("requester_id"), "contact").alias("contact_pk"),
-        redact_text(F.col("subject"), *ident).alias("subject"),
-        redact_text(F.col("description"), *ident).alias("description"),
-        F.col("channel"),
-        F.col("priority"),
-        F.col("status"),
-        F.to_date(F.col("created_at")).alias("created_on"),
-        F.to_date(F.col("solved_at")).alias("solved_on"),
-        hours_between(F.col("created_at"), F.col("solved_at")).alias("resolution_hours"),
-        F.col("satisfaction"),
-    )
+def apply_plan(df: DataFrame, entity_plan: Mapping[str, Any], keys: Keys, reference: date) -> DataFrame:
+    """Select exactly the policy's outputs, in order. Free text is redacted with
+    the subject's own identifiers when ``classify_subject`` joined them."""
+    has_ident = all(c in df.columns for c in IDENTIFIER_COLUMNS)
+    none = F.lit(None).cast("string")
+    ident = [F.col(c) for c in IDENTIFIER_COLUMNS] if has_ident else [none] * 4
+    cols = []
+    for o in entity_plan["outputs"]:
+        src = [F.col(i) for i in o["inputs"]]
+        action = o["action"]
+        if action == "keep":
+            expr = src[0]
+        elif action == "pseudonymize":
+            expr = keys.pk(src[0], o["domain"])
+        elif action == "generalize":
+            expr = generalize(src[0], o["rule"], reference, o.get("lower"), o.get("upper"))
+        elif action == "redact":
+            expr = redact_text(src[0], *ident)
+        elif action == "derive" and o["rule"] == "hours_between":
+            expr = hours_between(*src)
+        else:
+            raise ValueError(f"unknown plan action {action!r} for {o['output']}")
+        cols.append(expr.alias(o["output"]))
+    return df.select(*cols)

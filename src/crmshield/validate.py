@@ -216,6 +216,7 @@ def _local_spark() -> tuple[SparkSession, bool]:
         SparkSession.builder.master("local[*]")
         .appName("crmshield-validate")
         .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.session.timeZone", "UTC")
         .getOrCreate()
     )

@@ -78,14 +78,6 @@ def test_redaction_removes_own_identifiers_and_patterns(spark):
     assert got[3] is None
 
 
-def test_unknown_columns_are_dropped_and_reported():
-    plan = T.plan_columns("contacts", ["contact_id", "email", "favourite_colour"])
-    assert plan.actions["email"][0] == T.DROP
-    assert plan.actions["contact_id"][0] == T.PSEUDONYMIZE
-    assert plan.unknown == ["favourite_colour"]
-    assert plan.actions["favourite_colour"][0] == T.DROP
-
-
 def test_tickets_of_contacts_without_consent_are_excluded(spark):
     keys = T.Keys({d: KEY for d in ("contact", "company", "deal", "ticket")}, version=1)
     contacts = spark.createDataFrame(
@@ -101,8 +93,30 @@ def test_tickets_of_contacts_without_consent_are_excluded(spark):
     classified = T.classify_subject(tickets, contacts, "requester_id")
     status = {r["ticket_id"]: r["_subject_status"] for r in classified.collect()}
     assert status == {10: "ok", 11: "excluded_consent", 12: "excluded_unknown_contact"}
-    out = T.transform_tickets(classified, keys)
-    assertDataFrameEqual(out.select("subject"), [Row(subject="<PERSON> here")])
+    plan = {"outputs": [{"output": "subject", "action": "redact", "inputs": ["subject"]}]}
+    out = T.apply_plan(classified.filter(F.col("_subject_status") == "ok"), plan, keys, date(2026, 1, 1))
+    assertDataFrameEqual(out, [Row(subject="<PERSON> here")])
+
+
+def test_apply_plan_selects_exactly_the_policy_outputs(spark):
+    keys = T.Keys({d: KEY for d in ("contact", "company", "deal", "ticket")}, version=2)
+    df = spark.createDataFrame(
+        [(7, "02134", "US", 57, 12.5, "secret")],
+        "contact_id bigint, postal_code string, country string, employees int, score double, extra string",
+    )
+    plan = {
+        "outputs": [
+            {"output": "contact_pk", "action": "pseudonymize", "inputs": ["contact_id"], "domain": "contact"},
+            {"output": "postal_prefix", "action": "generalize", "inputs": ["postal_code"], "rule": "postal_prefix"},
+            {"output": "employee_band", "action": "generalize", "inputs": ["employees"], "rule": "employee_band"},
+            {"output": "score", "action": "generalize", "inputs": ["score"], "rule": "clamp", "lower": 0, "upper": 10},
+        ]
+    }
+    out = T.apply_plan(df, plan, keys, date(2026, 1, 1))
+    assert out.columns == ["contact_pk", "postal_prefix", "employee_band", "score"]
+    row = out.first()
+    assert row["postal_prefix"] == "021" and row["employee_band"] == "50-249" and row["score"] == 10
+    assert row["contact_pk"] == "v2_" + hmac.new(KEY, b"7", hashlib.sha256).hexdigest()
 
 
 def test_redaction_patterns_are_the_validation_patterns():
