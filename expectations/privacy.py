@@ -114,8 +114,9 @@ PRIMARY_KEYS: dict[str, str] = {
     "tickets": "ticket_pk",
 }
 
-AGE_BANDS = ("18-24", "25-34", "35-44", "45-54", "55-64", "65+", "unknown")
-COUNTRIES = ("US", "CA", "GB", "DE", "FR", "NL", "ES", "AU")
+#: Age bands, their k-anonymity generalizations (config/privacy_policy.yml) and ``*`` (suppressed).
+AGE_BANDS = ("18-24", "25-34", "35-44", "45-54", "55-64", "65+", "unknown", "18-34", "35-54", "55+", "*")
+COUNTRIES = ("US", "CA", "GB", "DE", "FR", "NL", "ES", "AU", "*")
 CHANNELS = ("email", "web", "chat", "voice", "api")
 PRIORITIES = ("low", "normal", "high", "urgent")
 STATUSES = ("new", "open", "pending", "solved", "closed")

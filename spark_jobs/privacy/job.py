@@ -101,6 +101,11 @@ def run(spark: SparkSession, raw: Path, out: Path, plan: dict[str, Any]) -> dict
             else:
                 kept_df, by_status = df, {"ok": df.count()}
             outputs[entity] = T.apply_plan(kept_df, ep, keys, reference)
+            ka = plan.get("k_anonymity")
+            if ka and ka["entity"] == entity:
+                outputs[entity], stats["k_anonymity"] = T.k_anonymize(
+                    outputs[entity], ka["quasi_identifiers"], int(ka["k"]), float(ka["max_suppression"])
+                )
             excluded = {k: v for k, v in by_status.items() if k.startswith("excluded")}
             rows_in = sum(by_status.values())
             entities[entity] = {

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 # The redaction patterns are exactly the ones the privacy-zone validation looks for
@@ -225,3 +225,111 @@ def apply_plan(df: DataFrame, entity_plan: Mapping[str, Any], keys: Keys, refere
             raise ValueError(f"unknown plan action {action!r} for {o['output']}")
         cols.append(expr.alias(o["output"]))
     return df.select(*cols)
+
+
+# --- k-anonymity ---------------------------------------------------------------
+SUPPRESSED = "*"
+CLASS_SIZE_BINS = [(1, 1), (2, 4), (5, 9), (10, 19), (20, 49), (50, 99), (100, None)]
+
+
+def generalize_qi(col: Column, step: Mapping[str, Any]) -> Column:
+    """One rung of a quasi-identifier's ladder, applied to the original value:
+    ``{"map": {...}}`` recodes values (others kept), ``{"truncate": n}`` drops the
+    last n characters (keeping at least one, else suppresses), ``{"suppress": true}``."""
+    if step.get("suppress"):
+        return F.lit(SUPPRESSED)
+    if "map" in step:
+        pairs = [x for kv in step["map"].items() for x in (F.lit(kv[0]), F.lit(kv[1]))]
+        return F.coalesce(F.element_at(F.create_map(*pairs), col), col)
+    if "truncate" in step:
+        n = int(step["truncate"])
+        return (
+            F.when(col.isNull(), col)
+            .when(F.length(col) > n, col.substr(F.lit(1), F.length(col) - n))
+            .otherwise(F.lit(SUPPRESSED))
+        )
+    raise ValueError(f"unknown generalization step {dict(step)!r}")
+
+
+def _qi_columns(qis: Mapping[str, list[Mapping[str, Any]]], levels: tuple[int, ...]) -> list[Column]:
+    return [
+        (F.col(q) if lvl == 0 else generalize_qi(F.col(q), steps[lvl - 1])).alias(q)
+        for (q, steps), lvl in zip(qis.items(), levels, strict=True)
+    ]
+
+
+def _small_class_rows(df: DataFrame, qis: list[str], k: int) -> int:
+    sizes = df.groupBy(*qis).count()
+    row = sizes.filter(F.col("count") < k).agg(F.sum("count")).first()
+    return int(row[0] or 0) if row else 0
+
+
+def k_anonymize(
+    df: DataFrame, qis: Mapping[str, list[Mapping[str, Any]]], k: int, max_suppression: float
+) -> tuple[DataFrame, dict[str, Any]]:
+    """Full-domain generalization over the quasi-identifiers, then suppression.
+
+    Tries the generalization levels in order of total height (least
+    generalization first; among equals, fewest rows left in classes under k)
+    and takes the first whose small classes hold at most ``max_suppression`` of
+    the rows. Those rows keep their other columns (so their tickets and deals
+    still join) but get every quasi-identifier set to ``*``. Returns the frame
+    and a report: chosen levels, achieved k over the non-suppressed rows, the
+    share suppressed, prosecutor risk (max and average of 1/class size) and a
+    histogram of class sizes."""
+    import itertools
+
+    names = list(qis)
+    base = df.cache()
+    n = base.count()
+    ladders = [range(len(steps) + 1) for steps in qis.values()]
+    by_height: dict[int, list[tuple[int, ...]]] = {}
+    for combo in itertools.product(*ladders):
+        by_height.setdefault(sum(combo), []).append(combo)
+    chosen, chosen_small = None, n
+    for height in sorted(by_height):
+        for combo in by_height[height]:
+            small = _small_class_rows(base.select(*_qi_columns(qis, combo)), names, k) if n else 0
+            if small < chosen_small or chosen is None:
+                chosen, chosen_small = combo, small
+        if chosen is not None and n and chosen_small / n <= max_suppression:
+            break
+        if n == 0:
+            break
+    assert chosen is not None
+    others = [c for c in df.columns if c not in qis]
+    generalized = base.select(*[F.col(c) for c in others], *_qi_columns(qis, chosen))
+    size = F.count(F.lit(1)).over(Window.partitionBy(*[F.col(q) for q in names]))
+    marked = generalized.withColumn("_class_size", size)
+    out = marked.select(
+        *[
+            F.when(F.col("_class_size") < k, F.lit(SUPPRESSED)).otherwise(F.col(c)).alias(c) if c in qis else F.col(c)
+            for c in df.columns
+        ]
+    )
+    classes = marked.filter(F.col("_class_size") >= k).groupBy(*names).count().select("count")
+    stats = classes.agg(F.min("count"), F.count(F.lit(1)), F.sum("count")).first()
+    min_size, n_classes, kept = (int(stats[0] or 0), int(stats[1] or 0), int(stats[2] or 0)) if stats else (0, 0, 0)
+    hist_row = classes.agg(
+        *[
+            F.sum(F.when((F.col("count") >= lo) & (F.col("count") <= (hi or 1 << 62)), 1).otherwise(0)).alias(
+                f"{lo}-{hi}" if hi and hi != lo else (f"{lo}" if hi else f"{lo}+")
+            )
+            for lo, hi in CLASS_SIZE_BINS
+        ]
+    ).first()
+    report = {
+        "k": k,
+        "quasi_identifiers": names,
+        "levels": dict(zip(names, chosen, strict=True)),
+        "rows": n,
+        "suppressed_rows": n - kept,
+        "suppressed_share": round((n - kept) / n, 6) if n else 0.0,
+        "max_suppression": max_suppression,
+        "achieved_k": min_size,
+        "equivalence_classes": n_classes,
+        "max_prosecutor_risk": round(1 / min_size, 6) if min_size else 0.0,
+        "avg_prosecutor_risk": round(n_classes / kept, 6) if kept else 0.0,
+        "class_size_histogram": {key: int(v or 0) for key, v in hist_row.asDict().items()} if hist_row else {},
+    }
+    return out, report

@@ -343,6 +343,12 @@ def _print_summary(m: dict[str, Any], generated: dict[str, int], seconds: float)
             f"{'reconciled' if r['ok'] else 'NOT RECONCILED'}"
         )
     out.print("  warehouse marts: " + ", ".join(f"{k} {v:,}" for k, v in m["rows"]["warehouse"].items()))
+    if ka := m.get("k_anonymity"):
+        out.print(
+            f"[bold]k-anonymity[/] over {', '.join(ka['quasi_identifiers'])}: achieved k={ka['achieved_k']} "
+            f"(required {ka['k']}), {ka['suppressed_share']:.2%} suppressed, "
+            f"max prosecutor risk {ka['max_prosecutor_risk']:.3f}, average {ka['avg_prosecutor_risk']:.4f}"
+        )
     status = m.get("publication_status")
     note = " (same input already published: no new ε spent)" if status == "skipped" else ""
     out.print(f"[bold]DP marts[/] {status}{note}; ε spent by this run: {m['epsilon_spent']:.3g}")

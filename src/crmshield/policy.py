@@ -73,11 +73,33 @@ class Consent(_Strict):
     column: str
 
 
+class LadderStep(_Strict):
+    """One rung of a quasi-identifier's generalization ladder (exactly one key)."""
+
+    map: dict[str, str] | None = None
+    truncate: int | None = Field(default=None, ge=1)
+    suppress: bool | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> LadderStep:
+        if sum(x is not None for x in (self.map, self.truncate, self.suppress)) != 1:
+            raise ValueError("a ladder step has exactly one of 'map', 'truncate', 'suppress'")
+        return self
+
+
+class KAnonymity(_Strict):
+    entity: str
+    k: int = Field(default=5, ge=2)
+    max_suppression: float = Field(default=0.05, ge=0, le=1)
+    quasi_identifiers: dict[str, list[LadderStep]]
+
+
 class Policy(_Strict):
     version: int
     purposes: dict[str, str]
     consent: Consent
     entities: dict[str, EntityPolicy]
+    k_anonymity: KAnonymity | None = None
 
     @model_validator(mode="after")
     def _references(self) -> Policy:
@@ -95,6 +117,14 @@ class Policy(_Strict):
                         raise ValueError(f"entities.{ename}.derived.{dname}.inputs: '{i}' is not a declared column")
             if ent.subject_key and ent.subject_key not in ent.columns:
                 raise ValueError(f"entities.{ename}.subject_key: '{ent.subject_key}' is not a declared column")
+        if self.k_anonymity:
+            ka = self.k_anonymity
+            if ka.entity not in self.entities:
+                raise ValueError(f"k_anonymity.entity: unknown entity '{ka.entity}'")
+            outputs = {c.output or n for n, c in self.entities[ka.entity].columns.items() if c.action != "drop"}
+            for q in ka.quasi_identifiers:
+                if q not in outputs:
+                    raise ValueError(f"k_anonymity.quasi_identifiers.{q}: not an output column of {ka.entity}")
         if self.consent.entity not in self.entities:
             raise ValueError(f"consent.entity: unknown entity '{self.consent.entity}'")
         if self.consent.column not in self.entities[self.consent.entity].columns:
@@ -141,7 +171,12 @@ def resolve_plan(policy: Policy, raw_columns: dict[str, list[str]], source: Path
     settings. Raises PolicyError for a declared column missing from the data.
     """
     where = str(source or "privacy policy")
-    plan: dict[str, Any] = {"version": policy.version, "consent": policy.consent.model_dump(), "entities": {}}
+    plan: dict[str, Any] = {
+        "version": policy.version,
+        "consent": policy.consent.model_dump(),
+        "k_anonymity": policy.k_anonymity.model_dump(exclude_none=True) if policy.k_anonymity else None,
+        "entities": {},
+    }
     for entity, ent in policy.entities.items():
         if entity not in raw_columns:
             raise PolicyError(f"{where}: entities.{entity}: no such raw table")

@@ -148,6 +148,13 @@ def test_counts_reconcile_across_stages(run):
     settings, _, manifest_path = run
     m = json.loads(manifest_path.read_text())
     assert m["status"] == "success"
+    ka = m["k_anonymity"]
+    assert ka["achieved_k"] >= ka["k"] == 5 and ka["suppressed_share"] <= 0.05
+    smallest = duckdb.sql(
+        f"SELECT min(n) FROM (SELECT count(*) AS n FROM read_parquet('{settings.privacy}/contacts/*.parquet') "
+        "WHERE age_band <> '*' GROUP BY age_band, postal_prefix, country)"
+    ).fetchone()[0]
+    assert smallest >= 5
     for entity, r in m["reconciliation"].items():
         assert r["ok"], entity
         assert r["read"] == r["loaded"] + r["quarantined"] + r["duplicates"]

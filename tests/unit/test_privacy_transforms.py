@@ -133,3 +133,28 @@ def test_long_digit_runs_are_redacted_too(spark):
     none = F.lit(None).cast("string")
     got = df.select(T.redact_text(F.col("t"), none, none, none, none)).first()[0]
     assert "4111 1111" not in got and "2024-05-01" in got
+
+
+def test_k_anonymize_generalizes_then_suppresses(spark):
+    rows = [("25-34", "021", "US")] * 6 + [("35-44", "021", "US")] * 6
+    rows += [("18-24", "100", "US")] * 3 + [("25-34", "101", "US")] * 3  # small classes: generalize to 18-34 / 10
+    rows += [("65+", "999", "AU")]  # a lone record: suppressed
+    df = spark.createDataFrame(
+        [(f"id{i}", *r) for i, r in enumerate(rows)], "pk string, age string, zip string, cc string"
+    )
+    qis = {
+        "age": [{"map": {"18-24": "18-34", "25-34": "18-34"}}, {"suppress": True}],
+        "zip": [{"truncate": 1}, {"suppress": True}],
+        "cc": [{"suppress": True}],
+    }
+    out, rep = T.k_anonymize(df, qis, k=5, max_suppression=0.1)
+    assert out.columns == df.columns and out.count() == len(rows)
+    sizes = out.filter(F.col("age") != T.SUPPRESSED).groupBy("age", "zip", "cc").count().collect()
+    assert min(r["count"] for r in sizes) >= 5
+    assert rep["achieved_k"] >= 5 and rep["suppressed_rows"] == 1
+    assert rep["suppressed_share"] == pytest.approx(1 / len(rows), abs=1e-6)
+    assert rep["levels"]["cc"] == 0, "the least generalization that works is chosen"
+    assert rep["max_prosecutor_risk"] == pytest.approx(1 / rep["achieved_k"], abs=1e-6)
+    assert sum(rep["class_size_histogram"].values()) == rep["equivalence_classes"]
+    lone = out.filter(F.col("pk") == f"id{len(rows) - 1}").first()
+    assert (lone["age"], lone["zip"], lone["cc"]) == ("*", "*", "*")
