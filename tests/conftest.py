@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+logging.getLogger("py4j").setLevel(logging.WARNING)  # no py4j chatter at interpreter exit
 
 
 @pytest.fixture(scope="session")
