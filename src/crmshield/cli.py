@@ -304,6 +304,7 @@ def demo(
     from crmshield.ingest import landing_fingerprint
     from crmshield.java import JavaMissing, java_version
     from crmshield.keys import ENV_FILE, ENV_KEY, ensure_key_file
+    from crmshield.pipeline import config_digest
 
     settings = _settings(data_dir)
     try:
@@ -317,7 +318,7 @@ def demo(
     t0 = time.perf_counter()
     res = gen(settings.landing, contacts=contacts, seed=seed)
     console.print(f"✓ generated sample ({contacts:,} contacts, seed {seed}) in {time.perf_counter() - t0:.1f} s")
-    fp, _ = landing_fingerprint(settings.landing)
+    fp, _ = landing_fingerprint(settings.landing, config_digest(settings))
     run_id = f"run-{fp[:16]}"
     t0 = time.perf_counter()
     try:

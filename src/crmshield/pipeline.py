@@ -21,6 +21,33 @@ from crmshield.config import Settings
 STAGES = ("ingest", "privacy", "validate", "transform", "publish", "report")
 
 
+def config_digest(settings: Settings) -> str:
+    """sha256 over everything besides the landing files that shapes the outputs:
+    the privacy policy, the Spark job, the dbt project and the DP mart
+    declarations. Part of the run fingerprint, so changing any of them makes a
+    new run (and a new publication) while an unchanged re-run stays a no-op."""
+    import hashlib
+
+    from crmshield.privacy import policy_path
+
+    files = [policy_path()]
+    for folder, pattern in (
+        (settings.spark_jobs / "privacy", "*.py"),
+        (settings.dbt_project / "models", "**/*"),
+        (settings.dbt_project / "macros", "**/*"),
+        (settings.dbt_project / "tests", "**/*"),
+        (settings.marts_sql, "*"),
+    ):
+        files.extend(p for p in folder.glob(pattern) if p.is_file())
+    files.append(settings.dbt_project / "dbt_project.yml")
+    h = hashlib.sha256()
+    for f in sorted(set(files)):
+        rel = f.relative_to(settings.root) if f.is_relative_to(settings.root) else f
+        h.update(f"{rel}\0".encode())
+        h.update(hashlib.sha256(f.read_bytes()).digest())
+    return h.hexdigest()
+
+
 def _write(settings: Settings, run_id: str, stage: str, result: dict[str, Any]) -> dict[str, Any]:
     run_dir = settings.run_dir(run_id)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -51,8 +78,10 @@ def stage_ingest(settings: Settings | None = None) -> dict[str, Any]:
 
     settings = settings or Settings.from_env()
     started = time.perf_counter()
-    res = ingest(settings)
+    digest = config_digest(settings)
+    res = ingest(settings, extra_fingerprint=digest)
     out = res.to_dict()
+    out["config_digest"] = digest
     out["seconds"] = round(time.perf_counter() - started, 2)
     # a new run starts clean: stale stage files of an earlier attempt go
     run_dir = settings.run_dir(res.run_id)

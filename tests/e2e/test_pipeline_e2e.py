@@ -21,6 +21,7 @@ from crmshield.config import Settings
 from crmshield.generate import CONTACT_HEADER, FILES, generate
 from crmshield.ingest import landing_fingerprint
 from crmshield.keys import ENV_FILE, ENV_KEY, ensure_key_file
+from crmshield.pipeline import config_digest
 
 pytestmark = pytest.mark.e2e
 
@@ -121,7 +122,7 @@ def run(tmp_path_factory):
     settings = Settings.from_env()
     generate(settings.landing, contacts=1000, seed=11)
     _add_canary(settings.landing)
-    fp, _ = landing_fingerprint(settings.landing)
+    fp, _ = landing_fingerprint(settings.landing, config_digest(settings))
     manifest_path = run_dag(settings, f"run-{fp[:16]}", show_progress=False)
     yield settings, airflow_home, manifest_path
     mp.undo()
