@@ -103,7 +103,7 @@ def write_run_report(settings: Settings, run_id: str, stages: dict[str, dict[str
     report_path = run_dir / "report.html"
     docs = manifest["artifacts"]["gx_data_docs"]
     data_docs = os.path.relpath(docs, run_dir) if Path(docs).exists() else None
-    dbt_counts = {k: v for k, v in stages["transform"].items() if isinstance(v, int) and not isinstance(v, bool)}
+    dbt_counts = stages["transform"].get("counts", {})
     html = (
         jinja2.Environment(autoescape=True, undefined=jinja2.ChainableUndefined)
         .from_string(TEMPLATE.read_text(encoding="utf-8"))

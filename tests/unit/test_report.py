@@ -51,6 +51,7 @@ def test_manifest_reconciles_and_report_renders(data_dir):
     assert {"analyst_database", "run_report", "gx_data_docs", "privacy_zone", "warehouse"} <= set(m["artifacts"])
     html = (settings.run_dir("run-x") / "report.html").read_text()
     assert "date_of_birth:invalid_date" in html and "HMAC-SHA256" in html
+    assert "tests_passed" in html, "dbt results are in the report"
     assert "http://" not in html and "https://" not in html, "the report is self-contained"
     assert (settings.runs / "LATEST").read_text().strip() == "run-x"
 
