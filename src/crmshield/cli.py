@@ -208,14 +208,22 @@ def run_all(data_dir: DataDir = None, as_json: JsonOut = False) -> None:
 @app.command("init-key")
 def init_key(
     path: Annotated[Path | None, typer.Option(help="Key file (default .secrets/pseudonymization.key).")] = None,
+    version: Annotated[int, typer.Option(min=1, help="Key version, recorded in every pseudonym (v<N>_...).")] = 1,
 ) -> None:
-    """Create a random local pseudonymization key file (mode 0600) if none exists."""
-    from crmshield.keys import ensure_key_file
+    """Create a random pseudonymization key file (mode 0600) if none exists.
+
+    To rotate: create a key with the next --version in a new file, point
+    CRMSHIELD_PSEUDONYMIZATION_KEY_FILE at it and re-run the pipeline. The
+    privacy zone and warehouse are rebuilt from raw with v<N> pseudonyms only;
+    DP marts hold no pseudonyms and stay valid. Keep the old key only as long
+    as your retention policy requires, then destroy it."""
+    from crmshield.keys import ensure_key_file, read_key_file
 
     target = path or _default_key_file(Settings.from_env())
     existed = target.exists()
-    ensure_key_file(target)
-    out.print(f"{'kept existing' if existed else 'created'} key file {target}")
+    ensure_key_file(target, version=version)
+    actual = read_key_file(target).version
+    out.print(f"{'kept existing' if existed else 'created'} key file {target} (version {actual})")
 
 
 def airflow_env(settings: Settings) -> dict[str, str]:
