@@ -68,6 +68,7 @@ class EntitySpec:
     fields: tuple[Field, ...]
 
 
+MAX_LINE_BYTES = 64 * 1024 * 1024  # a 1 MB ticket body is ordinary; a 64 MB line is an error
 _TS = ("%Y-%m-%d %H:%M", "%Y-%m-%d %H:%M:%S")
 _ISO = ("%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%dT%H:%M:%S.%fZ", "%Y-%m-%dT%H:%M:%S%z")
 _COUNTRY = tuple(sorted(COUNTRY_ALIASES.items()))
@@ -247,59 +248,66 @@ def _typed(f: Field, text: str) -> tuple[str, str | None]:
 def _load_source(con: duckdb.DuckDBPyConnection, spec: EntitySpec, path: Path) -> int:
     """Create table ``src`` (one text row per record; ``_source_row`` is its
     line number in the file) and table ``bad_lines`` (records that could not be
-    parsed at all). Returns the number of bad lines."""
+    parsed at all: wrong column count, invalid encoding, broken JSON). Returns
+    the number of bad lines."""
     p = _lit(str(path))
+    common = (
+        "encoding='utf-8', store_rejects=true, rejects_table='rej', rejects_scan='rej_scan', "
+        f"max_line_size={MAX_LINE_BYTES}"
+    )
     if spec.format == "csv":
-        con.execute(
-            f"""CREATE OR REPLACE TEMP TABLE parsed AS
-            SELECT row_number() OVER () AS _p, *
-            FROM read_csv({p}, header=true, all_varchar=true, delim=',', quote='"', escape='"',
-                          encoding='utf-8', store_rejects=true, rejects_table='rej',
-                          rejects_scan='rej_scan')"""
+        header_lines = 1
+        source = f"read_csv({p}, header=true, all_varchar=true, delim=',', quote='\"', escape='\"', {common})"
+    else:  # JSON lines: one text column per physical line, parsed below
+        header_lines = 0
+        source = (
+            f"read_csv({p}, header=false, columns={{'line': 'VARCHAR'}}, delim='\\x1f', quote='', "
+            f"escape='', auto_detect=false, {common})"
         )
+    con.execute(f"CREATE OR REPLACE TEMP TABLE parsed AS SELECT row_number() OVER () AS _p, * FROM {source}")
+    if spec.format == "csv":
         cols = {r[0] for r in con.execute("DESCRIBE parsed").fetchall()}
         missing = [f.source for f in spec.fields if f.source not in cols]
         if missing:
             raise IngestError(
                 f"{path}: header is missing column(s) {missing}; expected the {spec.entity} export layout"
             )
-        con.execute(
-            """CREATE OR REPLACE TEMP TABLE bad_lines AS
-            SELECT CAST(line AS BIGINT) AS _source_row, 'malformed_line' AS reason,
-                   'record' AS field, any_value(csv_line) AS record
-            FROM rej GROUP BY line"""
-        )
-        con.execute("DROP TABLE rej")
-        con.execute("DROP TABLE rej_scan")
-        # line number of parsed record p: header + p + rejected lines before it
-        con.execute(
-            """CREATE OR REPLACE TEMP TABLE src AS
-            WITH rj AS (SELECT _source_row AS line,
-                               row_number() OVER (ORDER BY _source_row) AS j FROM bad_lines)
-            SELECT parsed.* EXCLUDE (_p),
-                   CAST(_p + 1 + (SELECT count(*) FROM rj WHERE rj.line - rj.j <= parsed._p) AS BIGINT)
-                   AS _source_row
-            FROM parsed"""
-        )
-        con.execute("DROP TABLE parsed")
+    con.execute(
+        """CREATE OR REPLACE TEMP TABLE bad_lines AS
+        SELECT CAST(line AS BIGINT) AS _source_row,
+               CASE WHEN bool_or(error_type = 'INVALID ENCODING') THEN 'invalid_encoding'
+                    ELSE 'malformed_line' END AS reason,
+               'record' AS field, any_value(csv_line) AS record
+        FROM rej GROUP BY line"""
+    )
+    con.execute("DROP TABLE rej")
+    con.execute("DROP TABLE rej_scan")
+    # line number of parsed record p: header + p + rejected lines before it
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE numbered AS
+        WITH rj AS (SELECT _source_row AS line,
+                           row_number() OVER (ORDER BY _source_row) AS j FROM bad_lines)
+        SELECT parsed.* EXCLUDE (_p),
+               CAST(_p + {header_lines}
+                    + (SELECT count(*) FROM rj WHERE rj.line - rj.j <= parsed._p - 1 + {header_lines})
+                    AS BIGINT) AS _source_row
+        FROM parsed"""
+    )
+    con.execute("DROP TABLE parsed")
+    if spec.format == "csv":
+        con.execute("ALTER TABLE numbered RENAME TO src")
     else:
         con.execute(
-            f"""CREATE OR REPLACE TEMP TABLE lines AS
-            SELECT row_number() OVER () AS _source_row, line
-            FROM read_csv({p}, header=false, columns={{'line': 'VARCHAR'}}, delim='\\x1f',
-                          quote='', escape='', auto_detect=false, encoding='utf-8')"""
-        )
-        con.execute(
-            """CREATE OR REPLACE TEMP TABLE bad_lines AS
-            SELECT _source_row, 'malformed_json' AS reason, 'record' AS field, line AS record
-            FROM lines WHERE line IS NOT NULL AND trim(line) <> '' AND NOT json_valid(line)"""
+            """INSERT INTO bad_lines
+            SELECT _source_row, 'malformed_json', 'record', line FROM numbered
+            WHERE line IS NOT NULL AND trim(line) <> '' AND NOT json_valid(line)"""
         )
         extracts = ", ".join(f"json_extract_string(line, {_lit(f.source)}) AS {_q(f.source)}" for f in spec.fields)
         con.execute(
             f"""CREATE OR REPLACE TEMP TABLE src AS SELECT {extracts}, _source_row
-            FROM lines WHERE line IS NOT NULL AND trim(line) <> '' AND json_valid(line)"""
+            FROM numbered WHERE line IS NOT NULL AND trim(line) <> '' AND json_valid(line)"""
         )
-        con.execute("DROP TABLE lines")
+        con.execute("DROP TABLE numbered")
     return int(con.execute("SELECT count(*) FROM bad_lines").fetchone()[0])  # type: ignore[index]
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import duckdb
 import pytest
 
@@ -85,3 +87,36 @@ def test_missing_column_and_missing_file_are_clear_errors(landed):
     path.unlink()
     with pytest.raises(IngestError, match="hubspot_deals.csv.*not found"):
         ingest(landed)
+
+
+def test_invalid_encoding_and_huge_bodies(landed):
+    contacts = landed.landing / FILES["contacts"]
+    lines = contacts.read_bytes().split(b"\r\n")
+    lines[4] = lines[4].replace(b",", b",Caf\xe9 ", 1)  # a cp1252 byte in a UTF-8 file, on line 5
+    contacts.write_bytes(b"\r\n".join(lines))
+    tickets = landed.landing / FILES["tickets"]
+    tlines = tickets.read_bytes().splitlines()
+    big = json.loads(tlines[0])
+    big["description"] = "word " * 250_000  # a 1.2 MB ticket body
+    tlines[0] = json.dumps(big).encode()
+    tlines[2] = tlines[2].replace(b'"subject": "', b'"subject": "\xff', 1)  # invalid UTF-8 on line 3
+    tickets.write_bytes(b"\n".join(tlines) + b"\n")
+
+    res = ingest(landed)
+    q = duckdb.sql(
+        f"SELECT source_row, reason FROM '{landed.quarantine / 'contacts.parquet'}' WHERE reason = 'invalid_encoding'"
+    ).fetchall()
+    assert q == [(5, "invalid_encoding")]
+    qt = duckdb.sql(
+        f"SELECT source_row, reason FROM '{landed.quarantine / 'tickets.parquet'}' WHERE reason = 'invalid_encoding'"
+    ).fetchall()
+    assert qt == [(3, "invalid_encoding")]
+    t = res.files["tickets"]
+    assert t.read == len(tlines) and t.read == t.loaded + t.quarantined + t.duplicates
+    n = duckdb.sql(
+        f"SELECT length(description) FROM '{landed.raw / 'tickets.parquet'}' WHERE _source_row = 1"
+    ).fetchone()[0]
+    assert n > 1_000_000
+    # line numbers stay exact after a rejected line
+    row4 = duckdb.sql(f"SELECT ticket_id FROM '{landed.raw / 'tickets.parquet'}' WHERE _source_row = 4").fetchone()
+    assert row4[0] == json.loads(tlines[3])["id"]
