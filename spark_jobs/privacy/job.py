@@ -59,6 +59,7 @@ def derive_keys() -> T.Keys:
 
 def run(spark: SparkSession, raw: Path, out: Path, plan: dict[str, Any]) -> dict[str, object]:
     keys = derive_keys()
+    spark.catalog.clearCache()  # never reuse a cached frame of an earlier run in this session
     plans: dict[str, dict[str, Any]] = plan["entities"]
     consent = plan["consent"]
     read = {e: spark.read.parquet(str(raw / f"{e}.parquet")) for e in plans}
@@ -151,6 +152,7 @@ def run(spark: SparkSession, raw: Path, out: Path, plan: dict[str, Any]) -> dict
         shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        spark.catalog.clearCache()
     stats["entities"] = entities
     return stats
 
