@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -218,6 +219,9 @@ def _local_spark() -> tuple[SparkSession, bool]:
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.session.timeZone", "UTC")
+        # GX runs many small aggregations; size them like the privacy job
+        .config("spark.sql.shuffle.partitions", os.environ.get("CRMSHIELD_SPARK_SHUFFLE_PARTITIONS", "8"))
+        .config("spark.driver.memory", os.environ.get("CRMSHIELD_SPARK_DRIVER_MEMORY", "4g"))
         .getOrCreate()
     )
     session.sparkContext.setLogLevel("WARN")
