@@ -100,7 +100,7 @@ def ingest(data_dir: DataDir = None, as_json: JsonOut = False) -> None:
         raise _fail(exc) from None
     lines = [f"run {res['run_id']}"] + [
         f"  {f['file']}: read {f['read']}, loaded {f['loaded']}, quarantined {f['quarantined']}, "
-        f"duplicates {f['duplicates']}"
+        f"duplicates {f['duplicates']}, expired {f['expired']}"
         for f in res["files"].values()
     ]
     _emit(res, as_json, "\n".join(lines))
@@ -348,7 +348,8 @@ def _print_summary(m: dict[str, Any], generated: dict[str, int], seconds: float)
         excl = sum(r["excluded"].values())
         out.print(
             f"  {e:<10} read {r['read']:>7,}  loaded {r['loaded']:>7,}  quarantined {r['quarantined']:>4}  "
-            f"duplicates {r['duplicates']:>4}  privacy {r['privacy_rows']:>7,}  excluded {excl:>5}  "
+            f"duplicates {r['duplicates']:>4}  expired {r.get('expired', 0):>5}  privacy {r['privacy_rows']:>7,}  "
+            f"excluded {excl:>5}  "
             f"{'reconciled' if r['ok'] else 'NOT RECONCILED'}"
         )
     out.print("  warehouse marts: " + ", ".join(f"{k} {v:,}" for k, v in m["rows"]["warehouse"].items()))

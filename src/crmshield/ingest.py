@@ -21,6 +21,7 @@ import hashlib
 import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -166,6 +167,7 @@ class FileResult:
     quarantined: int
     duplicates: int
     quarantine_reasons: dict[str, int] = field(default_factory=dict)
+    expired: int = 0  # purged by the retention policy (deliberately excluded)
 
 
 @dataclass
@@ -174,6 +176,8 @@ class IngestResult:
 
     input_fingerprint: str
     files: dict[str, FileResult]
+    reference_date: str | None = None
+    retention: dict[str, dict[str, object]] = field(default_factory=dict)
 
     @property
     def run_id(self) -> str:
@@ -183,6 +187,8 @@ class IngestResult:
         return {
             "run_id": self.run_id,
             "input_fingerprint": self.input_fingerprint,
+            "reference_date": self.reference_date,
+            "retention": self.retention,
             "files": {k: asdict(v) for k, v in self.files.items()},
         }
 
@@ -311,7 +317,15 @@ def _load_source(con: duckdb.DuckDBPyConnection, spec: EntitySpec, path: Path) -
     return int(con.execute("SELECT count(*) FROM bad_lines").fetchone()[0])  # type: ignore[index]
 
 
-def ingest_entity(con: duckdb.DuckDBPyConnection, spec: EntitySpec, landing: Path, settings: Settings) -> FileResult:
+def ingest_entity(
+    con: duckdb.DuckDBPyConnection,
+    spec: EntitySpec,
+    landing: Path,
+    settings: Settings,
+    retention: tuple[str, datetime] | None = None,
+) -> FileResult:
+    """One landing file -> raw + quarantine. ``retention`` = (column, cutoff):
+    rows whose column is older than the cutoff are purged (counted as expired)."""
     path = landing / spec.file
     if not path.is_file():
         raise IngestError(f"{path}: expected {spec.entity} export not found in the landing zone")
@@ -356,6 +370,10 @@ def ingest_entity(con: duckdb.DuckDBPyConnection, spec: EntitySpec, landing: Pat
             PARTITION BY {_q(spec.key)}
             ORDER BY {_q(spec.updated_at)} DESC NULLS LAST, _source_row DESC) = 1"""
     )
+    deduplicated = int(con.execute("SELECT count(*) FROM loaded").fetchone()[0])  # type: ignore[index]
+    if retention:
+        column, cutoff = retention
+        con.execute(f"DELETE FROM loaded WHERE {_q(column)} < ?", [cutoff])
     con.execute(
         f"""COPY (SELECT * FROM loaded ORDER BY {_q(spec.key)}) TO {_lit(str(raw_tmp))}
         (FORMAT parquet, COMPRESSION zstd)"""
@@ -386,9 +404,10 @@ def ingest_entity(con: duckdb.DuckDBPyConnection, spec: EntitySpec, landing: Pat
     )
     read = parsed + n_bad_lines
     quarantined = bad_typed + n_bad_lines
-    duplicates = parsed - bad_typed - loaded
-    if read != loaded + quarantined + duplicates:  # pragma: no cover - arithmetic guard
-        raise IngestError(f"{path}: reconciliation failed: read {read} != loaded+quarantined+duplicates")
+    duplicates = parsed - bad_typed - deduplicated
+    expired = deduplicated - loaded
+    if read != loaded + quarantined + duplicates + expired:  # pragma: no cover - arithmetic guard
+        raise IngestError(f"{path}: reconciliation failed: read {read} != loaded+quarantined+duplicates+expired")
     os.replace(raw_tmp, raw_out)
     os.replace(q_tmp, q_out)
     for t in ("src", "typed", "loaded", "bad_lines"):
@@ -396,6 +415,7 @@ def ingest_entity(con: duckdb.DuckDBPyConnection, spec: EntitySpec, landing: Pat
     return FileResult(
         entity=spec.entity, file=spec.file, sha256=digest, bytes=path.stat().st_size, read=read,
         loaded=loaded, quarantined=quarantined, duplicates=duplicates, quarantine_reasons=reasons,
+        expired=expired,
     )  # fmt: skip
 
 
@@ -416,19 +436,58 @@ def ingest(
     on_entity: Callable[[FileResult], None] | None = None,
 ) -> IngestResult:
     """Ingest every expected landing file into the raw zone. Idempotent: the
-    same landing files give the same raw tables."""
+    same landing files give the same raw tables.
+
+    The retention windows of the privacy policy are applied here, counted from
+    the export's reference date (its latest contact update, never the wall
+    clock), so expired rows never reach raw or anything after it."""
     import duckdb
 
+    from crmshield.policy import load_policy, policy_path
+
+    rules = load_policy(policy_path()).retention
     results: dict[str, FileResult] = {}
+    reference: datetime | None = None
+    applied: dict[str, dict[str, object]] = {}
     con = duckdb.connect()
     try:
         con.execute("SET preserve_insertion_order = true")
-        for spec in SPECS.values():
-            res = ingest_entity(con, spec, settings.landing, settings)
+        for spec in SPECS.values():  # contacts first: they set the reference date
+            if spec.entity == "contacts":
+                reference = _reference_time(con, spec, settings.landing / spec.file)
+            rule = rules.get(spec.entity)
+            retention = None
+            if rule and reference is not None:
+                cutoff = reference - timedelta(days=rule.days)
+                retention = (rule.column, cutoff)
+                applied[spec.entity] = {"column": rule.column, "days": rule.days, "cutoff": cutoff.isoformat()}
+            res = ingest_entity(con, spec, settings.landing, settings, retention)
             results[spec.entity] = res
             if on_entity:
                 on_entity(res)
     finally:
         con.close()
     fp = fingerprint({r.file: r.sha256 for r in results.values()}, extra_fingerprint)
-    return IngestResult(input_fingerprint=fp, files=results)
+    return IngestResult(
+        input_fingerprint=fp,
+        files=results,
+        reference_date=reference.isoformat() if reference else None,
+        retention=applied,
+    )
+
+
+def _reference_time(con: duckdb.DuckDBPyConnection, spec: EntitySpec, path: Path) -> datetime | None:
+    """The export's reference time: its latest contact update (or creation)."""
+    if not path.is_file():
+        return None
+    fields = {f.name: f for f in spec.fields}
+    exprs = []
+    for name in (spec.updated_at, "created_at"):
+        f = fields[name]
+        expr, _ = _typed(f, _q(f.source))
+        exprs.append(f"max({expr})")
+    row = con.execute(
+        f"""SELECT greatest({", ".join(exprs)}) FROM read_csv({_lit(str(path))}, header=true, all_varchar=true,
+        delim=',', quote='"', escape='"', encoding='utf-8', ignore_errors=true, max_line_size={MAX_LINE_BYTES})"""
+    ).fetchone()
+    return row[0] if row and row[0] else None

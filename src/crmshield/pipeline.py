@@ -28,7 +28,7 @@ def config_digest(settings: Settings) -> str:
     new run (and a new publication) while an unchanged re-run stays a no-op."""
     import hashlib
 
-    from crmshield.privacy import policy_path
+    from crmshield.policy import policy_path
 
     files = [policy_path()]
     for folder, pattern in (

@@ -87,6 +87,14 @@ class LadderStep(_Strict):
         return self
 
 
+class RetentionRule(_Strict):
+    """Rows whose ``column`` is older than ``days`` before the export's reference
+    date (its latest contact update) are purged from raw and everything after."""
+
+    column: str
+    days: int = Field(ge=1)
+
+
 class KAnonymity(_Strict):
     entity: str
     k: int = Field(default=5, ge=2)
@@ -100,6 +108,7 @@ class Policy(_Strict):
     consent: Consent
     entities: dict[str, EntityPolicy]
     k_anonymity: KAnonymity | None = None
+    retention: dict[str, RetentionRule] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _references(self) -> Policy:
@@ -125,6 +134,11 @@ class Policy(_Strict):
             for q in ka.quasi_identifiers:
                 if q not in outputs:
                     raise ValueError(f"k_anonymity.quasi_identifiers.{q}: not an output column of {ka.entity}")
+        for ename, rule in self.retention.items():
+            if ename not in self.entities:
+                raise ValueError(f"retention.{ename}: unknown entity")
+            if rule.column not in self.entities[ename].columns:
+                raise ValueError(f"retention.{ename}.column: '{rule.column}' is not a declared column")
         if self.consent.entity not in self.entities:
             raise ValueError(f"consent.entity: unknown entity '{self.consent.entity}'")
         if self.consent.column not in self.entities[self.consent.entity].columns:
@@ -136,6 +150,14 @@ def default_policy_path() -> Path:
     from crmshield.config import project_root
 
     return project_root() / "config" / "privacy_policy.yml"
+
+
+def policy_path() -> Path:
+    """The privacy policy in force: ``$CRMSHIELD_PRIVACY_POLICY`` or config/privacy_policy.yml."""
+    import os
+
+    env = os.environ.get("CRMSHIELD_PRIVACY_POLICY")
+    return Path(env) if env else default_policy_path()
 
 
 def load_policy(path: Path | None = None) -> Policy:

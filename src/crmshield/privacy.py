@@ -18,7 +18,7 @@ from typing import Any
 from crmshield.config import Settings
 from crmshield.java import java_version
 from crmshield.keys import PseudonymKey, load_key, spark_env
-from crmshield.policy import PolicyError, default_policy_path, load_policy, resolve_plan
+from crmshield.policy import PolicyError, load_policy, policy_path, resolve_plan
 
 
 class PrivacyJobFailed(RuntimeError):
@@ -43,12 +43,6 @@ def spark_submit_command(settings: Settings, plan_path: Path, stats_out: Path) -
         "--plan", str(plan_path),
         "--stats-out", str(stats_out),
     ]  # fmt: skip
-
-
-def policy_path() -> Path:
-    """The privacy policy in force: ``$CRMSHIELD_PRIVACY_POLICY`` or config/privacy_policy.yml."""
-    env = os.environ.get("CRMSHIELD_PRIVACY_POLICY")
-    return Path(env) if env else default_policy_path()
 
 
 def resolve_column_plan(settings: Settings, path: Path | None = None) -> dict[str, Any]:

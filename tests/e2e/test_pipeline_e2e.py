@@ -158,7 +158,7 @@ def test_counts_reconcile_across_stages(run):
     assert smallest >= 5
     for entity, r in m["reconciliation"].items():
         assert r["ok"], entity
-        assert r["read"] == r["loaded"] + r["quarantined"] + r["duplicates"]
+        assert r["read"] == r["loaded"] + r["quarantined"] + r["duplicates"] + r["expired"]
         assert r["loaded"] == r["privacy_rows"] + sum(r["excluded"].values())
         n = duckdb.sql(f"SELECT count(*) FROM read_parquet('{settings.privacy / entity}/*.parquet')").fetchone()[0]
         assert n == r["privacy_rows"], entity

@@ -21,7 +21,7 @@ def landed(data_dir):
 def test_every_row_is_loaded_quarantined_or_a_duplicate(landed):
     res = ingest(landed)
     for entity, f in res.files.items():
-        assert f.read == f.loaded + f.quarantined + f.duplicates, entity
+        assert f.read == f.loaded + f.quarantined + f.duplicates + f.expired, entity
         n = duckdb.sql(f"SELECT count(*) FROM '{landed.raw / (entity + '.parquet')}'").fetchone()[0]
         assert n == f.loaded
     lines = (landed.landing / FILES["contacts"]).read_text(encoding="utf-8").count("\n")
@@ -112,7 +112,7 @@ def test_invalid_encoding_and_huge_bodies(landed):
     ).fetchall()
     assert qt == [(3, "invalid_encoding")]
     t = res.files["tickets"]
-    assert t.read == len(tlines) and t.read == t.loaded + t.quarantined + t.duplicates
+    assert t.read == len(tlines) and t.read == t.loaded + t.quarantined + t.duplicates + t.expired
     n = duckdb.sql(
         f"SELECT length(description) FROM '{landed.raw / 'tickets.parquet'}' WHERE _source_row = 1"
     ).fetchone()[0]
@@ -120,3 +120,15 @@ def test_invalid_encoding_and_huge_bodies(landed):
     # line numbers stay exact after a rejected line
     row4 = duckdb.sql(f"SELECT ticket_id FROM '{landed.raw / 'tickets.parquet'}' WHERE _source_row = 4").fetchone()
     assert row4[0] == json.loads(tlines[3])["id"]
+
+
+def test_retention_purges_expired_rows_from_raw(landed):
+    res = ingest(landed)
+    assert res.reference_date and res.reference_date.startswith("2026-10-31")
+    rule = res.retention["tickets"]
+    assert rule["column"] == "created_at" and rule["days"] == 540
+    oldest = duckdb.sql(f"SELECT min(created_at) FROM '{landed.raw / 'tickets.parquet'}'").fetchone()[0]
+    assert oldest.isoformat() >= rule["cutoff"]
+    t = res.files["tickets"]
+    assert t.expired > 0, "the sample spans two years: older tickets expire"
+    assert t.read == t.loaded + t.quarantined + t.duplicates + t.expired

@@ -10,7 +10,7 @@ from crmshield.report import write_run_report
 
 def _stages(privacy_rows: int) -> dict:
     file = {
-        "entity": "contacts", "file": "c.csv", "sha256": "ab" * 32, "bytes": 10, "read": 10, "loaded": 7,
+        "entity": "contacts", "file": "c.csv", "sha256": "ab" * 32, "bytes": 10, "read": 11, "loaded": 7, "expired": 1,
         "quarantined": 2, "duplicates": 1, "quarantine_reasons": {"date_of_birth:invalid_date": 2},
     }  # fmt: skip
     return {
@@ -46,7 +46,8 @@ def test_manifest_reconciles_and_report_renders(data_dir):
     path = write_run_report(settings, "run-x", _stages(privacy_rows=5))
     m = json.loads(path.read_text())
     assert m["status"] == "success" and m["reconciliation"]["contacts"]["ok"]
-    assert m["rows"]["landing"]["contacts"] == 10 and m["rows"]["privacy"]["contacts"] == 5
+    assert m["rows"]["landing"]["contacts"] == 11 and m["rows"]["privacy"]["contacts"] == 5
+    assert m["rows"]["expired"]["contacts"] == 1
     assert m["epsilon_spent"] == 2.0
     assert {"analyst_database", "run_report", "gx_data_docs", "privacy_zone", "warehouse"} <= set(m["artifacts"])
     html = (settings.run_dir("run-x") / "report.html").read_text()
