@@ -22,7 +22,8 @@ from crmshield.config import Settings
 
 app = typer.Typer(
     help="Privacy-first analytics pipeline for CRM exports: ingest, pseudonymize (Spark), "
-    "validate (Great Expectations), model (dbt on DuckDB) and publish DP marts (SmartNoise).",
+    "validate (Great Expectations), model (dbt on DuckDB) and publish DP marts (SmartNoise).\n\n"
+    "Exit codes: 0 success, 1 a stage failed, 2 bad usage, 3 Java missing or too old, 4 no pseudonymization key.",
     no_args_is_help=True,
     add_completion=False,
 )
@@ -91,7 +92,7 @@ def generate(
 
 @app.command()
 def ingest(data_dir: DataDir = None, as_json: JsonOut = False) -> None:
-    """Landing -> raw zone (typed Parquet); bad rows go to quarantine with reasons."""
+    """Landing -> raw zone (typed Parquet); bad rows go to quarantine with reasons, expired rows are purged."""
     from crmshield.pipeline import stage_ingest
 
     try:
