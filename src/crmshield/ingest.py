@@ -168,6 +168,8 @@ class FileResult:
     duplicates: int
     quarantine_reasons: dict[str, int] = field(default_factory=dict)
     expired: int = 0  # purged by the retention policy (deliberately excluded)
+    reference_time: str | None = None  # the export's reference time the retention counted back from
+    retention_cutoff: str | None = None
 
 
 @dataclass
@@ -322,10 +324,13 @@ def ingest_entity(
     spec: EntitySpec,
     landing: Path,
     settings: Settings,
-    retention: tuple[str, datetime] | None = None,
+    retention: tuple[str, int] | None = None,
+    reference: datetime | None = None,
 ) -> FileResult:
-    """One landing file -> raw + quarantine. ``retention`` = (column, cutoff):
-    rows whose column is older than the cutoff are purged (counted as expired)."""
+    """One landing file -> raw + quarantine. ``retention`` = (column, days):
+    rows whose column is older than ``reference`` minus that many days are
+    purged (counted as expired). Without a ``reference``, the contacts file
+    sets it: its latest update (or creation) among the valid rows."""
     path = landing / spec.file
     if not path.is_file():
         raise IngestError(f"{path}: expected {spec.entity} export not found in the landing zone")
@@ -371,8 +376,13 @@ def ingest_entity(
             ORDER BY {_q(spec.updated_at)} DESC NULLS LAST, _source_row DESC) = 1"""
     )
     deduplicated = int(con.execute("SELECT count(*) FROM loaded").fetchone()[0])  # type: ignore[index]
-    if retention:
-        column, cutoff = retention
+    if reference is None and spec.entity == "contacts":
+        row = con.execute("SELECT max(greatest(coalesce(updated_at, created_at), created_at)) FROM loaded").fetchone()
+        reference = row[0] if row else None
+    cutoff = None
+    if retention and reference is not None:
+        column, days = retention
+        cutoff = reference - timedelta(days=days)
         con.execute(f"DELETE FROM loaded WHERE {_q(column)} < ?", [cutoff])
     con.execute(
         f"""COPY (SELECT * FROM loaded ORDER BY {_q(spec.key)}) TO {_lit(str(raw_tmp))}
@@ -415,7 +425,8 @@ def ingest_entity(
     return FileResult(
         entity=spec.entity, file=spec.file, sha256=digest, bytes=path.stat().st_size, read=read,
         loaded=loaded, quarantined=quarantined, duplicates=duplicates, quarantine_reasons=reasons,
-        expired=expired,
+        expired=expired, reference_time=reference.isoformat() if reference else None,
+        retention_cutoff=cutoff.isoformat() if cutoff else None,
     )  # fmt: skip
 
 
@@ -453,15 +464,13 @@ def ingest(
     try:
         con.execute("SET preserve_insertion_order = true")
         for spec in SPECS.values():  # contacts first: they set the reference date
-            if spec.entity == "contacts":
-                reference = _reference_time(con, spec, settings.landing / spec.file)
             rule = rules.get(spec.entity)
-            retention = None
-            if rule and reference is not None:
-                cutoff = reference - timedelta(days=rule.days)
-                retention = (rule.column, cutoff)
-                applied[spec.entity] = {"column": rule.column, "days": rule.days, "cutoff": cutoff.isoformat()}
-            res = ingest_entity(con, spec, settings.landing, settings, retention)
+            retention = (rule.column, rule.days) if rule else None
+            res = ingest_entity(con, spec, settings.landing, settings, retention, reference)
+            if reference is None and res.reference_time:
+                reference = datetime.fromisoformat(res.reference_time)
+            if rule:
+                applied[spec.entity] = {"column": rule.column, "days": rule.days, "cutoff": res.retention_cutoff}
             results[spec.entity] = res
             if on_entity:
                 on_entity(res)
@@ -474,20 +483,3 @@ def ingest(
         reference_date=reference.isoformat() if reference else None,
         retention=applied,
     )
-
-
-def _reference_time(con: duckdb.DuckDBPyConnection, spec: EntitySpec, path: Path) -> datetime | None:
-    """The export's reference time: its latest contact update (or creation)."""
-    if not path.is_file():
-        return None
-    fields = {f.name: f for f in spec.fields}
-    exprs = []
-    for name in (spec.updated_at, "created_at"):
-        f = fields[name]
-        expr, _ = _typed(f, _q(f.source))
-        exprs.append(f"max({expr})")
-    row = con.execute(
-        f"""SELECT greatest({", ".join(exprs)}) FROM read_csv({_lit(str(path))}, header=true, all_varchar=true,
-        delim=',', quote='"', escape='"', encoding='utf-8', ignore_errors=true, max_line_size={MAX_LINE_BYTES})"""
-    ).fetchone()
-    return row[0] if row and row[0] else None
