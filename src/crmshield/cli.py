@@ -63,6 +63,14 @@ def _fail(exc: BaseException) -> typer.Exit:
     return typer.Exit(EXIT_STAGE_FAILED)
 
 
+def _guarded(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Run a stage; turn its failure into a clear message and a meaningful exit code."""
+    try:
+        return fn(*args, **kwargs)
+    except Exception as exc:
+        raise _fail(exc) from None
+
+
 def _default_key_file(settings: Settings) -> Path:
     return settings.root / ".secrets" / "pseudonymization.key"
 
@@ -95,10 +103,7 @@ def ingest(data_dir: DataDir = None, as_json: JsonOut = False) -> None:
     """Landing -> raw zone (typed Parquet); bad rows go to quarantine with reasons, expired rows are purged."""
     from crmshield.pipeline import stage_ingest
 
-    try:
-        res = stage_ingest(_settings(data_dir))
-    except Exception as exc:
-        raise _fail(exc) from None
+    res = _guarded(stage_ingest, _settings(data_dir))
     lines = [f"run {res['run_id']}"] + [
         f"  {f['file']}: read {f['read']}, loaded {f['loaded']}, quarantined {f['quarantined']}, "
         f"duplicates {f['duplicates']}, expired {f['expired']}"
@@ -131,10 +136,7 @@ def privacy(run_id: RunId = None, data_dir: DataDir = None, as_json: JsonOut = F
     from crmshield.pipeline import stage_privacy
 
     settings = _settings(data_dir)
-    try:
-        res = stage_privacy(_run_id(settings, run_id), settings)
-    except Exception as exc:
-        raise _fail(exc) from None
+    res = _guarded(stage_privacy, _run_id(settings, run_id), settings)
     _emit(res, as_json, "privacy zone: " + ", ".join(f"{e} {v['rows_out']}" for e, v in res["entities"].items()))
 
 
@@ -144,10 +146,7 @@ def validate(run_id: RunId = None, data_dir: DataDir = None, as_json: JsonOut = 
     from crmshield.pipeline import stage_validate
 
     settings = _settings(data_dir)
-    try:
-        res = stage_validate(_run_id(settings, run_id), settings)
-    except Exception as exc:
-        raise _fail(exc) from None
+    res = _guarded(stage_validate, _run_id(settings, run_id), settings)
     _emit(res, as_json, f"validation passed; Data Docs: {res.get('data_docs_index')}")
 
 
@@ -157,10 +156,7 @@ def transform(run_id: RunId = None, data_dir: DataDir = None, as_json: JsonOut =
     from crmshield.pipeline import stage_transform
 
     settings = _settings(data_dir)
-    try:
-        res = stage_transform(_run_id(settings, run_id), settings)
-    except Exception as exc:
-        raise _fail(exc) from None
+    res = _guarded(stage_transform, _run_id(settings, run_id), settings)
     _emit(res, as_json, "warehouse marts: " + ", ".join(f"{k} {v}" for k, v in res.get("mart_row_counts", {}).items()))
 
 
@@ -174,10 +170,7 @@ def publish(run_id: RunId = None, data_dir: DataDir = None, as_json: JsonOut = F
     ing = read_stage(settings, rid, "ingest")
     if not ing:
         raise typer.BadParameter(f"run {rid} has no ingest result")
-    try:
-        res = stage_publish(rid, ing["input_fingerprint"], settings)
-    except Exception as exc:
-        raise _fail(exc) from None
+    res = _guarded(stage_publish, rid, ing["input_fingerprint"], settings)
     _emit(res, as_json, f"publication {res['status']}: ε spent {res.get('epsilon_spent')}")
 
 
@@ -187,10 +180,7 @@ def report(run_id: RunId = None, data_dir: DataDir = None, as_json: JsonOut = Fa
     from crmshield.pipeline import stage_report
 
     settings = _settings(data_dir)
-    try:
-        path = stage_report(_run_id(settings, run_id), settings)
-    except Exception as exc:
-        raise _fail(exc) from None
+    path = _guarded(stage_report, _run_id(settings, run_id), settings)
     _emit({"manifest": path}, as_json, path)
 
 
@@ -199,10 +189,7 @@ def run_all(data_dir: DataDir = None, as_json: JsonOut = False) -> None:
     """Run every stage in this process, without Airflow (the DAG's steps, in order)."""
     from crmshield.pipeline import run_all as run
 
-    try:
-        path = run(_settings(data_dir), on_stage=lambda s, r: console.print(f"✓ {s} ({r.get('seconds')} s)"))
-    except Exception as exc:
-        raise _fail(exc) from None
+    path = _guarded(run, _settings(data_dir), on_stage=lambda s, r: console.print(f"✓ {s} ({r.get('seconds')} s)"))
     _emit({"manifest": path}, as_json, path)
 
 
@@ -330,10 +317,7 @@ def demo(
     fp, _ = landing_fingerprint(settings.landing, config_digest(settings))
     run_id = f"run-{fp[:16]}"
     t0 = time.perf_counter()
-    try:
-        manifest_path = run_dag(settings, run_id)
-    except Exception as exc:
-        raise _fail(exc) from None
+    manifest_path = _guarded(run_dag, settings, run_id)
     total = time.perf_counter() - t0
     m = json.loads(manifest_path.read_text(encoding="utf-8"))
     _print_summary(m, res.rows, total)

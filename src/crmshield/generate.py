@@ -23,7 +23,7 @@ import csv
 import json
 import os
 import unicodedata
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -206,18 +206,6 @@ class GenerateResult:
 
 def _ascii(s: str) -> str:
     return unicodedata.normalize("NFKD", s).encode("ascii", "ignore").decode().lower()
-
-
-def _email(first: str, last: str, n: int, rng: np.random.Generator) -> str:
-    local = f"{_ascii(first)}.{_ascii(last)}".replace(" ", "").replace("'", "")
-    style = rng.integers(0, 4)
-    if style == 1:
-        local = f"{_ascii(first)[0]}{_ascii(last)}".replace(" ", "").replace("'", "")
-    email = f"{local}{n}@{MAIL_DOMAINS[rng.integers(0, len(MAIL_DOMAINS))]}"
-    # CRMs hold emails as typed: some upper-case letters, stray whitespace
-    if style == 3:
-        email = email.capitalize()
-    return email
 
 
 class _Writer:
@@ -501,8 +489,3 @@ def generate(
         rows={e: w.rows for e, w in writers.items()},
         dirty=dirty,
     )
-
-
-def iter_landing_files(landing: Path) -> Iterator[Path]:
-    """Landing files in a stable order (for fingerprints)."""
-    yield from sorted(p for p in landing.iterdir() if p.is_file() and not p.name.startswith("."))

@@ -15,10 +15,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from crmshield.keys import DOMAINS
+
 Classification = Literal["direct_identifier", "quasi_identifier", "sensitive", "free_text", "attribute"]
 Action = Literal["drop", "pseudonymize", "generalize", "redact", "keep"]
 Rule = Literal["age_band", "postal_prefix", "day", "month", "employee_band", "clamp"]
-DOMAINS = ("contact", "company", "deal", "ticket")
 LINEAGE_COLUMNS = ("_source_file", "_source_row")
 
 

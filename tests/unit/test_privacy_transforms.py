@@ -158,3 +158,16 @@ def test_k_anonymize_generalizes_then_suppresses(spark):
     assert sum(rep["class_size_histogram"].values()) == rep["equivalence_classes"]
     lone = out.filter(F.col("pk") == f"id{len(rows) - 1}").first()
     assert (lone["age"], lone["zip"], lone["cc"]) == ("*", "*", "*")
+
+
+def test_job_derives_the_same_domain_keys_as_the_package(monkeypatch):
+    import job  # the spark-submit entry point carries its own copy of the derivation
+
+    from crmshield.keys import DOMAINS
+
+    monkeypatch.setenv("CRMSHIELD_PSEUDONYMIZATION_KEY", KEY.hex())
+    monkeypatch.setenv("CRMSHIELD_PSEUDONYMIZATION_KEY_VERSION", "7")
+    keys = job.derive_keys()
+    ref = PseudonymKey(KEY, 7, "test")
+    assert job.DOMAINS == DOMAINS and keys.version == 7
+    assert {d: keys.domain_keys[d] for d in DOMAINS} == {d: ref.domain_key(d) for d in DOMAINS}
