@@ -67,6 +67,8 @@ COLUMNS: dict[str, dict[str, str]] = {
     "contacts": {
         "contact_pk": "StringType",
         "company_pk": "StringType",
+        "email_pk": "StringType",
+        "phone_pk": "StringType",
         "age_band": "StringType",
         "postal_prefix": "StringType",
         "country": "StringType",

@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # transforms.py beside
 
 import transforms as T  # noqa: E402
 
-DOMAINS = ("contact", "company", "deal", "ticket")
+DOMAINS = ("contact", "company", "deal", "ticket", "email", "phone")
 
 
 def derive_keys() -> T.Keys:

@@ -33,6 +33,8 @@ PHONE_PATTERN = (
     r"\+?\(?[0-9](?:[ .()-]{0,2}[0-9]){8,14}"
 )
 PLACEHOLDERS = {"email": "<EMAIL>", "phone": "<PHONE>", "person": "<PERSON>"}
+# Ingest puts emails and phones in canonical form (crmshield.normalize; a test keeps these equal).
+CANONICAL_SHAPES = {"email": r"^[^@\s]+@[^@\s]+\.[^@\s]+$", "phone": r"^\+[1-9][0-9]{6,14}$"}
 
 
 # --- pseudonymization --------------------------------------------------------
@@ -150,6 +152,9 @@ class Keys:
         return f"Keys(version={self.version}, domains={sorted(self.domain_keys)})"
 
     def pk(self, col: Column, domain: str) -> Column:
+        shape = CANONICAL_SHAPES.get(domain)
+        if shape is not None:  # only a canonical email / E.164 phone gets a token, never its garbage
+            col = F.when(col.rlike(shape), col)
         return pseudonym(col, self.domain_keys[domain], self.version)
 
 

@@ -30,7 +30,9 @@ from crmshield.config import Settings
 if TYPE_CHECKING:
     import duckdb
 
-FieldType = Literal["bigint", "integer", "decimal", "varchar", "date", "timestamp", "boolean", "category"]
+FieldType = Literal[
+    "bigint", "integer", "decimal", "varchar", "date", "timestamp", "boolean", "category", "email", "phone"
+]
 
 COUNTRY_ALIASES: dict[str, str] = {
     "united states": "US", "usa": "US", "us": "US", "united states of america": "US",
@@ -55,6 +57,7 @@ class Field:
     formats: tuple[str, ...] = ()
     allowed: tuple[str, ...] = ()  # for "category": values after normalization
     aliases: tuple[tuple[str, str], ...] = ()  # for "category": lower-cased alias -> value
+    region: str = ""  # for "phone": the field whose value is the default region (ISO country)
 
 
 @dataclass(frozen=True)
@@ -81,8 +84,8 @@ SPECS: dict[str, EntitySpec] = {
             Field("contact_id", "Record ID", "bigint", required=True),
             Field("first_name", "First Name"),
             Field("last_name", "Last Name"),
-            Field("email", "Email"),
-            Field("phone", "Phone Number"),
+            Field("email", "Email", "email"),
+            Field("phone", "Phone Number", "phone", region="country"),
             Field("date_of_birth", "Date of Birth", "date", formats=("%Y-%m-%d",)),
             Field("street", "Street Address"),
             Field("city", "City"),
@@ -170,6 +173,8 @@ class FileResult:
     expired: int = 0  # purged by the retention policy (deliberately excluded)
     reference_time: str | None = None  # the export's reference time the retention counted back from
     retention_cutoff: str | None = None
+    # loaded rows per canonical form: email:normalized / email:not_an_email, phone:e164 / phone:not_a_number
+    normalization: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -220,11 +225,20 @@ def _lit(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def _typed(f: Field, text: str) -> tuple[str, str | None]:
-    """SQL for the typed value and for its error code (NULL when fine)."""
+def _typed(f: Field, text: str, region: str = "NULL") -> tuple[str, str | None]:
+    """SQL for the typed value and for its error code (NULL when fine).
+
+    Emails and phones are put in canonical form (``crmshield.normalize``, registered
+    as vectorized UDFs) so one person gets one pseudonym across exports; a value
+    that is not an email or a possible number is kept as written, never rejected:
+    the privacy job gives it no pseudonym and the redactor still matches it."""
     v = f"nullif(trim({text}), '')"
     if f.type == "varchar":
         return v, None
+    if f.type == "email":
+        return f"crm_email({v})", None
+    if f.type == "phone":
+        return f"crm_phone({v}, {region})", None
     if f.type in ("bigint", "integer", "decimal"):
         sql_type = {"bigint": "BIGINT", "integer": "INTEGER", "decimal": "DECIMAL(18,2)"}[f.type]
         return f"try_cast({v} AS {sql_type})", "invalid_number"
@@ -338,8 +352,10 @@ def ingest_entity(
     n_bad_lines = _load_source(con, spec, path)
 
     typed_cols, error_exprs = [], []
+    by_name = {f.name: f for f in spec.fields}
     for f in spec.fields:
-        expr, code = _typed(f, _q(f.source))
+        region = _typed(by_name[f.region], _q(by_name[f.region].source))[0] if f.region else "NULL"
+        expr, code = _typed(f, _q(f.source), region)
         typed_cols.append(f"{expr} AS {_q(f.name)}")
         if code:
             error_exprs.append(
@@ -416,6 +432,7 @@ def ingest_entity(
     quarantined = bad_typed + n_bad_lines
     duplicates = parsed - bad_typed - deduplicated
     expired = deduplicated - loaded
+    normalization = _normalization_counts(con, spec)
     if read != loaded + quarantined + duplicates + expired:  # pragma: no cover - arithmetic guard
         raise IngestError(f"{path}: reconciliation failed: read {read} != loaded+quarantined+duplicates+expired")
     os.replace(raw_tmp, raw_out)
@@ -426,8 +443,30 @@ def ingest_entity(
         entity=spec.entity, file=spec.file, sha256=digest, bytes=path.stat().st_size, read=read,
         loaded=loaded, quarantined=quarantined, duplicates=duplicates, quarantine_reasons=reasons,
         expired=expired, reference_time=reference.isoformat() if reference else None,
-        retention_cutoff=cutoff.isoformat() if cutoff else None,
+        retention_cutoff=cutoff.isoformat() if cutoff else None, normalization=normalization,
     )  # fmt: skip
+
+
+def _normalization_counts(con: duckdb.DuckDBPyConnection, spec: EntitySpec) -> dict[str, int]:
+    from crmshield.normalize import E164_PATTERN, EMAIL_SHAPE
+
+    checks = []
+    for f in spec.fields:
+        if f.type == "email":
+            checks += [
+                (f"{f.name}:normalized", f"regexp_full_match({_q(f.name)}, {_lit(EMAIL_SHAPE)})"),
+                (f"{f.name}:not_an_email", f"NOT regexp_full_match({_q(f.name)}, {_lit(EMAIL_SHAPE)})"),
+            ]
+        elif f.type == "phone":
+            checks += [
+                (f"{f.name}:e164", f"regexp_full_match({_q(f.name)}, {_lit(E164_PATTERN)})"),
+                (f"{f.name}:not_a_number", f"NOT regexp_full_match({_q(f.name)}, {_lit(E164_PATTERN)})"),
+            ]
+    if not checks:
+        return {}
+    row = con.execute("SELECT " + ", ".join(f"count(*) FILTER (WHERE {c})" for _, c in checks) + " FROM loaded")
+    values = row.fetchone() or ()
+    return {name: int(v) for (name, _), v in zip(checks, values, strict=True)}
 
 
 def landing_fingerprint(landing: Path, extra: str = "") -> tuple[str, dict[str, str]]:
@@ -460,9 +499,12 @@ def ingest(
     results: dict[str, FileResult] = {}
     reference: datetime | None = None
     applied: dict[str, dict[str, object]] = {}
+    from crmshield.normalize import register_duckdb
+
     con = duckdb.connect()
     try:
         con.execute("SET preserve_insertion_order = true")
+        register_duckdb(con)
         for spec in SPECS.values():  # contacts first: they set the reference date
             rule = rules.get(spec.entity)
             retention = (rule.column, rule.days) if rule else None

@@ -28,7 +28,7 @@ ENV_VERSION = "CRMSHIELD_PSEUDONYMIZATION_KEY_VERSION"
 ENV_FILE = "CRMSHIELD_PSEUDONYMIZATION_KEY_FILE"
 AIRFLOW_CONN_ID = "crmshield_pseudonymization"
 MIN_KEY_BYTES = 32
-DOMAINS = ("contact", "company", "deal", "ticket")
+DOMAINS = ("contact", "company", "deal", "ticket", "email", "phone")
 
 
 class KeyError_(RuntimeError):

@@ -33,6 +33,8 @@ SCHEMAS: dict[str, pa.Schema] = {
         [
             ("contact_pk", pa.string()),
             ("company_pk", pa.string()),
+            ("email_pk", pa.string()),
+            ("phone_pk", pa.string()),
             ("age_band", pa.string()),
             ("postal_prefix", pa.string()),
             ("country", pa.string()),

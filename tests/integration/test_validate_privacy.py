@@ -53,9 +53,29 @@ D = dt.date
 
 def contacts_rows() -> list[tuple[Any, ...]]:
     return [
-        (pk("contact", 1), pk("company", 1), "25-34", "1011", "NL", "customer", D(2024, 1, 3)),
-        (pk("contact", 2), None, "65+", "SW1", "GB", "lead", D(2024, 2, 29)),
-        (pk("contact", 3), pk("company", 2), "unknown", "941", "US", "opportunity", D(2023, 12, 31)),
+        (
+            pk("contact", 1),
+            pk("company", 1),
+            pk("email", 1),
+            pk("phone", 1),
+            "25-34",
+            "1011",
+            "NL",
+            "customer",
+            D(2024, 1, 3),
+        ),
+        (pk("contact", 2), None, pk("email", 2), None, "65+", "SW1", "GB", "lead", D(2024, 2, 29)),
+        (
+            pk("contact", 3),
+            pk("company", 2),
+            None,
+            pk("phone", 3),
+            "unknown",
+            "941",
+            "US",
+            "opportunity",
+            D(2023, 12, 31),
+        ),
     ]
 
 
@@ -94,8 +114,8 @@ def tickets_rows(description: str = "Customer <PERSON> cannot log in since 2024-
 
 
 SCHEMAS = {
-    "contacts": "contact_pk string, company_pk string, age_band string, postal_prefix string, "
-    "country string, lifecycle_stage string, created_on date",
+    "contacts": "contact_pk string, company_pk string, email_pk string, phone_pk string, age_band string, "
+    "postal_prefix string, country string, lifecycle_stage string, created_on date",
     "companies": "company_pk string, industry string, employee_band string, country string, created_on date",
     "deals": "deal_pk string, contact_pk string, company_pk string, stage string, pipeline string, "
     "amount decimal(18,2), currency string, created_on date, close_date date",

@@ -132,3 +132,41 @@ def test_retention_purges_expired_rows_from_raw(landed):
     t = res.files["tickets"]
     assert t.expired > 0, "the sample spans two years: older tickets expire"
     assert t.read == t.loaded + t.quarantined + t.duplicates + t.expired
+
+
+def test_emails_and_phones_are_put_in_canonical_form(landed):
+    """Odd case, stray spaces, NFD accents and national phone formats: one canonical value,
+    so one person gets one pseudonym across exports. What is not an email or a number is kept."""
+    path = landed.landing / FILES["contacts"]
+    lines = path.read_bytes().decode("utf-8").split("\r\n")
+    header = lines[0].split(",")
+    col_email, col_phone, col_country = (
+        header.index("Email"),
+        header.index("Phone Number"),
+        header.index("Country/Region"),
+    )
+
+    def rewrite(i: int, email: str, phone: str, country: str) -> int:
+        fields = lines[i].split(",")
+        fields[col_email], fields[col_phone], fields[col_country] = email, phone, country
+        lines[i] = ",".join(fields)
+        return int(fields[0])
+
+    ids = [
+        rewrite(2, " Zoe\u0308.SMITH@Example.COM ", "(415) 555-0134", "United States"),
+        rewrite(3, "no email given", "ask reception", "Germany"),
+        rewrite(4, "", "0049 30 12345678", "France"),
+    ]
+    path.write_bytes("\r\n".join(lines).encode("utf-8"))
+    res = ingest(landed)
+    raw = landed.raw / "contacts.parquet"
+    got = dict(
+        (r[0], r[1:])
+        for r in duckdb.sql(f"SELECT contact_id, email, phone FROM '{raw}' WHERE contact_id IN {tuple(ids)}").fetchall()
+    )
+    assert got[ids[0]] == ("zoë.smith@example.com", "+14155550134")
+    assert got[ids[1]] == ("no email given", "ask reception")
+    assert got[ids[2]] == (None, "+493012345678")
+    norm = res.files["contacts"].normalization
+    assert norm["email:not_an_email"] == 1 and norm["phone:not_a_number"] == 1
+    assert norm["phone:e164"] + norm["phone:not_a_number"] <= res.files["contacts"].loaded

@@ -30,7 +30,8 @@ def test_shipped_policy_produces_exactly_what_validation_expects():
         for col, d in ep["columns"].items():
             assert d["why"], (entity, col)
     contacts = plan["entities"]["contacts"]["columns"]
-    assert contacts["email"]["action"] == "drop" and contacts["email"]["classification"] == "direct_identifier"
+    assert contacts["street"]["action"] == "drop" and contacts["street"]["classification"] == "direct_identifier"
+    assert contacts["email"]["action"] == "pseudonymize" and contacts["email"]["output"] == "email_pk"
     assert contacts["_source_row"]["action"] == "drop"
 
 

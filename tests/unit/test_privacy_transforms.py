@@ -37,6 +37,21 @@ def test_pseudonym_matches_reference_and_separates_domains(spark):
     assert rows[1]["c"] is None
 
 
+def test_email_and_phone_tokens_only_for_canonical_values(spark):
+    """Ingest puts emails and phones in canonical form; anything else gets no token (a shared
+    token for 'n/a' would link unrelated people)."""
+    pk = PseudonymKey(KEY, 1, "test")
+    keys = T.Keys({d: pk.domain_key(d) for d in ("email", "phone")}, version=1)
+    df = spark.createDataFrame(
+        [("zoë.smith@example.com", "+14155550134"), ("no email given", "ask reception"), (None, None)],
+        "email string, phone string",
+    )
+    rows = df.select(keys.pk(F.col("email"), "email").alias("e"), keys.pk(F.col("phone"), "phone").alias("p")).collect()
+    assert rows[0]["e"] == pk.pseudonym("email", "zoë.smith@example.com")
+    assert rows[0]["p"] == pk.pseudonym("phone", "+14155550134")
+    assert [tuple(r) for r in rows[1:]] == [(None, None), (None, None)]
+
+
 def test_age_band_at_reference_date(spark):
     ref = date(2026, 10, 31)
     df = spark.createDataFrame(

@@ -13,6 +13,8 @@ renamed as (
         ----------  ids
         cast(contact_pk as varchar) as contact_pk,
         cast(company_pk as varchar) as company_pk,
+        cast(email_pk as varchar) as email_pk,
+        cast(phone_pk as varchar) as phone_pk,
 
         ---------- strings
         cast(age_band as varchar) as age_band,
