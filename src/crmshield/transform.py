@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -260,18 +261,36 @@ def run_dbt(
     if select:
         args += ["--select", *select]
 
+    # A full build goes into a fresh file swapped in only when every node passed: a failed
+    # build leaves the last good warehouse untouched, and no dropped table's bytes (an erased
+    # subject's rows) linger in the file's free blocks.
+    fresh = words[0] == "build" and not select
+    # (Same file name in a side directory: dbt-duckdb qualifies relations with the catalog name,
+    # which DuckDB takes from the file name.)
+    build_dir = warehouse_dir / f".building-{os.getpid()}"
+    build_path = build_dir / warehouse_path.name if fresh else warehouse_path
+    if fresh:
+        shutil.rmtree(build_dir, ignore_errors=True)
+        build_dir.mkdir(parents=True)
     env = {
         "CRMSHIELD_PRIVACY_DIR": str(privacy_dir),
-        "CRMSHIELD_WAREHOUSE_PATH": str(warehouse_path),
+        "CRMSHIELD_WAREHOUSE_PATH": str(build_path),
         "DO_NOT_TRACK": "1",
     }
     from dbt.cli.main import dbtRunner  # heavy: imported only when dbt runs
 
     logger.info("dbt %s: privacy zone %s -> warehouse %s", command, privacy_dir, warehouse_path)
     started = time.monotonic()
-    with _environ(env):
-        outcome = dbtRunner().invoke(args)
-    wall_time = time.monotonic() - started
+    try:
+        with _environ(env):
+            outcome = dbtRunner().invoke(args)
+        wall_time = time.monotonic() - started
+        if fresh and outcome.exception is None and outcome.success:
+            os.replace(build_path, warehouse_path)
+            Path(f"{warehouse_path}.wal").unlink(missing_ok=True)
+    finally:
+        if fresh:
+            shutil.rmtree(build_dir, ignore_errors=True)
 
     if outcome.exception is not None:
         raise TransformError(

@@ -295,6 +295,9 @@ def test_build_creates_marts_with_contracts_and_derived_values(data_dir: Path) -
 
 def test_bad_privacy_input_fails_build_naming_the_tests(data_dir: Path) -> None:
     settings = Settings.from_env(data_dir)
+    write_privacy_zone(settings.privacy, _rows())
+    run_dbt(settings)
+    good = query(settings, "select count(*), sum(ticket_count) from marts.customers")
     rows = _rows()
     rows["tickets"][0]["channel"] = "fax"
     rows["tickets"][1]["contact_pk"] = None
@@ -318,3 +321,6 @@ def test_bad_privacy_input_fails_build_naming_the_tests(data_dir: Path) -> None:
     skipped = {n.unique_id for n in error.result.nodes if n.status == "skipped"}
     assert {"model.crmshield.tickets", "model.crmshield.customers"} <= skipped
     assert error.result.to_dict()["counts"]["tests_failed"] == 2
+    # the failed build never replaced the last good warehouse, and left no build file behind
+    assert query(settings, "select count(*), sum(ticket_count) from marts.customers") == good
+    assert sorted(p.name for p in settings.warehouse.parent.glob(".building-*")) == []
