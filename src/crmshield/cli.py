@@ -100,13 +100,14 @@ def generate(
 
 @app.command()
 def ingest(data_dir: DataDir = None, as_json: JsonOut = False) -> None:
-    """Landing -> raw zone (typed Parquet); bad rows go to quarantine with reasons, expired rows are purged."""
+    """Landing -> raw zone (typed Parquet); bad rows go to quarantine with reasons; expired and erased rows are
+    dropped (retention policy; erasure suppression list, after processing landing/erasure_requests.csv)."""
     from crmshield.pipeline import stage_ingest
 
     res = _guarded(stage_ingest, _settings(data_dir))
     lines = [f"run {res['run_id']}"] + [
         f"  {f['file']}: read {f['read']}, loaded {f['loaded']}, quarantined {f['quarantined']}, "
-        f"duplicates {f['duplicates']}, expired {f['expired']}"
+        f"duplicates {f['duplicates']}, expired {f['expired']}, erased {f['erased']}"
         for f in res["files"].values()
     ]
     _emit(res, as_json, "\n".join(lines))
@@ -212,6 +213,65 @@ def init_key(
     ensure_key_file(target, version=version)
     actual = read_key_file(target).version
     out.print(f"{'kept existing' if existed else 'created'} key file {target} (version {actual})")
+
+
+@app.command()
+def erase(
+    email: Annotated[list[str] | None, typer.Option(help="Email of the subject (repeatable).")] = None,
+    phone: Annotated[list[str] | None, typer.Option(help="Phone of the subject, ideally with +country code.")] = None,
+    crm_id: Annotated[list[str] | None, typer.Option("--crm-id", help="CRM contact id (Record ID).")] = None,
+    requests_file: Annotated[
+        Path | None,
+        typer.Option("--requests-file", help="CSV with 'identifier' (+ optional kind, region, reference) columns."),
+    ] = None,
+    region: Annotated[str | None, typer.Option(help="Country (ISO 2) for phones written without +code.")] = None,
+    reference: Annotated[str | None, typer.Option(help="Your reference for the request (no PII).")] = None,
+    data_dir: DataDir = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Erase a subject (GDPR Art. 17) from landing, raw, the privacy zone and the warehouse.
+
+    Every id, email and phone the subject appears under goes on the suppression list as a
+    keyed token, so later exports cannot bring them back; the zones are rebuilt without them
+    and checked; a PII-free audit entry is appended to <data>/erasure/audit.jsonl. Published
+    DP marts stay as they are; the next publication excludes the subject. Identifier values
+    are never printed or logged. To erase during the next scheduled run instead, drop a
+    requests file at <data>/landing/erasure_requests.csv."""
+    from crmshield.erasure import Request, canonical, read_requests_file
+    from crmshield.erasure import erase as run_erase
+
+    settings = _settings(data_dir)
+    _use_default_key_file(settings)
+    try:
+        requests: list[Request] = [canonical("email", v, where="--email") for v in email or []]
+        requests += [canonical("phone", v, region, where="--phone") for v in phone or []]
+        requests += [canonical("crm_id", v, where="--crm-id") for v in crm_id or []]
+        if requests_file:
+            requests += read_requests_file(requests_file, region)
+        if reference:
+            requests = [Request(r.kind, r.value, reference) for r in requests]
+    except ValueError as exc:
+        console.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    entry = _guarded(run_erase, settings, requests)
+    removed = sum(entry["landing_records_removed"].values())
+    erased = sum(entry["rebuilt"]["raw_rows_erased"].values())
+    _emit(
+        entry,
+        as_json,
+        f"erased: request {entry['request_id']}: {entry['suppression_tokens_added']} suppression token(s) added, "
+        f"{removed} landing record(s) removed, {erased} raw row(s) dropped; rebuilt run {entry['rebuilt']['run_id']}; "
+        f"verified clean in raw, privacy zone and warehouse. Audit: {settings.data_dir / 'erasure' / 'audit.jsonl'}",
+    )
+
+
+def _use_default_key_file(settings: Settings) -> None:
+    """Use .secrets/pseudonymization.key when no key is configured and that file exists."""
+    from crmshield.keys import ENV_FILE, ENV_KEY
+
+    default = _default_key_file(settings)
+    if not os.environ.get(ENV_KEY) and not os.environ.get(ENV_FILE) and default.is_file():
+        os.environ[ENV_FILE] = str(default)
 
 
 def airflow_env(settings: Settings) -> dict[str, str]:
@@ -333,7 +393,8 @@ def _print_summary(m: dict[str, Any], generated: dict[str, int], seconds: float)
         excl = sum(r["excluded"].values())
         out.print(
             f"  {e:<10} read {r['read']:>7,}  loaded {r['loaded']:>7,}  quarantined {r['quarantined']:>4}  "
-            f"duplicates {r['duplicates']:>4}  expired {r.get('expired', 0):>5}  privacy {r['privacy_rows']:>7,}  "
+            f"duplicates {r['duplicates']:>4}  expired {r.get('expired', 0):>5}  erased {r.get('erased', 0):>3}  "
+            f"privacy {r['privacy_rows']:>7,}  "
             f"excluded {excl:>5}  "
             f"{'reconciled' if r['ok'] else 'NOT RECONCILED'}"
         )

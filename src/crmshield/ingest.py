@@ -30,6 +30,8 @@ from crmshield.config import Settings
 if TYPE_CHECKING:
     import duckdb
 
+    from crmshield.keys import PseudonymKey
+
 FieldType = Literal[
     "bigint", "integer", "decimal", "varchar", "date", "timestamp", "boolean", "category", "email", "phone"
 ]
@@ -171,6 +173,7 @@ class FileResult:
     duplicates: int
     quarantine_reasons: dict[str, int] = field(default_factory=dict)
     expired: int = 0  # purged by the retention policy (deliberately excluded)
+    erased: int = 0  # on the erasure suppression list, or belonging to a contact who is (excluded)
     reference_time: str | None = None  # the export's reference time the retention counted back from
     retention_cutoff: str | None = None
     # loaded rows per canonical form: email:normalized / email:not_an_email, phone:e164 / phone:not_a_number
@@ -185,6 +188,7 @@ class IngestResult:
     files: dict[str, FileResult]
     reference_date: str | None = None
     retention: dict[str, dict[str, object]] = field(default_factory=dict)
+    erasure: dict[str, object] = field(default_factory=dict)
 
     @property
     def run_id(self) -> str:
@@ -196,6 +200,7 @@ class IngestResult:
             "input_fingerprint": self.input_fingerprint,
             "reference_date": self.reference_date,
             "retention": self.retention,
+            "erasure": self.erasure,
             "files": {k: asdict(v) for k, v in self.files.items()},
         }
 
@@ -340,11 +345,17 @@ def ingest_entity(
     settings: Settings,
     retention: tuple[str, int] | None = None,
     reference: datetime | None = None,
+    suppression: str | None = None,
 ) -> FileResult:
     """One landing file -> raw + quarantine. ``retention`` = (column, days):
     rows whose column is older than ``reference`` minus that many days are
     purged (counted as expired). Without a ``reference``, the contacts file
-    sets it: its latest update (or creation) among the valid rows."""
+    sets it: its latest update (or creation) among the valid rows.
+
+    ``suppression`` names the column linking a row to its contact (``contact_id``
+    for contacts themselves) when the erasure suppression list is active: rows
+    whose contact id, email or phone token is listed, or whose contact was just
+    erased, are dropped before anything else and counted as erased."""
     path = landing / spec.file
     if not path.is_file():
         raise IngestError(f"{path}: expected {spec.entity} export not found in the landing zone")
@@ -373,6 +384,7 @@ def ingest_entity(
         SELECT {", ".join(typed_cols)}, {errors} AS _errors, {record} AS _record, _source_row
         FROM src"""
     )
+    erased = _erase_suppressed(con, spec, suppression) if suppression else 0
     names = ", ".join(_q(f.name) for f in spec.fields)
     src_lit = _lit(spec.file)
     raw_out = settings.raw / f"{spec.entity}.parquet"
@@ -428,13 +440,13 @@ def ingest_entity(
             GROUP BY ALL ORDER BY 1"""
         ).fetchall()
     )
-    read = parsed + n_bad_lines
+    read = parsed + erased + n_bad_lines
     quarantined = bad_typed + n_bad_lines
     duplicates = parsed - bad_typed - deduplicated
     expired = deduplicated - loaded
     normalization = _normalization_counts(con, spec)
-    if read != loaded + quarantined + duplicates + expired:  # pragma: no cover - arithmetic guard
-        raise IngestError(f"{path}: reconciliation failed: read {read} != loaded+quarantined+duplicates+expired")
+    if read != loaded + quarantined + duplicates + expired + erased:  # pragma: no cover - arithmetic guard
+        raise IngestError(f"{path}: reconciliation failed: read {read} != loaded+quarantined+duplicates+expired+erased")
     os.replace(raw_tmp, raw_out)
     os.replace(q_tmp, q_out)
     for t in ("src", "typed", "loaded", "bad_lines"):
@@ -442,9 +454,26 @@ def ingest_entity(
     return FileResult(
         entity=spec.entity, file=spec.file, sha256=digest, bytes=path.stat().st_size, read=read,
         loaded=loaded, quarantined=quarantined, duplicates=duplicates, quarantine_reasons=reasons,
-        expired=expired, reference_time=reference.isoformat() if reference else None,
+        expired=expired, erased=erased, reference_time=reference.isoformat() if reference else None,
         retention_cutoff=cutoff.isoformat() if cutoff else None, normalization=normalization,
     )  # fmt: skip
+
+
+def _erase_suppressed(con: duckdb.DuckDBPyConnection, spec: EntitySpec, fk: str) -> int:
+    """Drop the rows of suppressed subjects from ``typed`` (see ``crmshield.erasure``)."""
+    listed = "IN (SELECT token FROM _suppressed)"
+    if spec.entity == "contacts":
+        cond = (
+            f"crm_token('crm_id', CAST({_q(fk)} AS VARCHAR)) {listed} "
+            f"OR crm_token('email', email) {listed} OR crm_token('phone', phone) {listed}"
+        )
+        con.execute(
+            f"INSERT INTO _erased_ids SELECT DISTINCT {_q(fk)} FROM typed WHERE {cond} AND {_q(fk)} IS NOT NULL"
+        )
+    else:
+        cond = f"{_q(fk)} IN (SELECT id FROM _erased_ids) OR crm_token('crm_id', CAST({_q(fk)} AS VARCHAR)) {listed}"
+    row = con.execute(f"DELETE FROM typed WHERE {cond}").fetchone()
+    return int(row[0]) if row else 0
 
 
 def _normalization_counts(con: duckdb.DuckDBPyConnection, spec: EntitySpec) -> dict[str, int]:
@@ -493,9 +522,19 @@ def ingest(
     clock), so expired rows never reach raw or anything after it."""
     import duckdb
 
+    from crmshield.erasure import process_requests_file, suppressed_tokens
     from crmshield.policy import load_policy, policy_path
 
-    rules = load_policy(policy_path()).retention
+    policy = load_policy(policy_path())
+    rules = policy.retention
+    key = None
+    erasure = None
+    if (settings.landing / "erasure_requests.csv").is_file() or suppressed_path_has_entries(settings):
+        from crmshield.keys import load_key
+
+        key = load_key()
+        erasure = process_requests_file(settings, key)
+    tokens = suppressed_tokens(settings, key) if key else set()
     results: dict[str, FileResult] = {}
     reference: datetime | None = None
     applied: dict[str, dict[str, object]] = {}
@@ -505,10 +544,14 @@ def ingest(
     try:
         con.execute("SET preserve_insertion_order = true")
         register_duckdb(con)
+        if tokens:
+            _register_suppression(con, key, tokens)  # type: ignore[arg-type]
         for spec in SPECS.values():  # contacts first: they set the reference date
             rule = rules.get(spec.entity)
             retention = (rule.column, rule.days) if rule else None
-            res = ingest_entity(con, spec, settings.landing, settings, retention, reference)
+            ent = policy.entities.get(spec.entity)
+            link = ent.subject_key if ent and ent.subject_key else None
+            res = ingest_entity(con, spec, settings.landing, settings, retention, reference, link if tokens else None)
             if reference is None and res.reference_time:
                 reference = datetime.fromisoformat(res.reference_time)
             if rule:
@@ -524,4 +567,41 @@ def ingest(
         files=results,
         reference_date=reference.isoformat() if reference else None,
         retention=applied,
+        erasure={"suppression_entries": len(tokens), "requests_processed": erasure},
     )
+
+
+def suppressed_path_has_entries(settings: Settings) -> bool:
+    from crmshield.erasure import suppression_path
+
+    path = suppression_path(settings)
+    return path.is_file() and path.stat().st_size > 0
+
+
+def _register_suppression(con: duckdb.DuckDBPyConnection, key: PseudonymKey, tokens: set[str]) -> None:
+    """``crm_token(kind, value)`` (the erasure token, see ``crmshield.erasure.token``) as a
+    vectorized UDF, the listed tokens as ``_suppressed``, and ``_erased_ids`` for the contact
+    ids dropped so far (their deals and tickets follow them)."""
+    import hashlib
+    import hmac
+
+    import pyarrow as pa
+    from duckdb.sqltypes import VARCHAR
+
+    from crmshield.erasure import token_key
+
+    secret, prefix = token_key(key), f"v{key.version}_"
+
+    def crm_token(kinds, values):  # type: ignore[no-untyped-def]  # (DuckDB evaluates annotations)
+        return pa.array(
+            [
+                None if v is None else prefix + hmac.new(secret, f"{k}:{v}".encode(), hashlib.sha256).hexdigest()
+                for k, v in zip(kinds.to_pylist(), values.to_pylist(), strict=True)
+            ],
+            type=pa.string(),
+        )
+
+    con.create_function("crm_token", crm_token, [VARCHAR, VARCHAR], VARCHAR, type="arrow", side_effects=False)
+    con.execute("CREATE OR REPLACE TEMP TABLE _suppressed (token VARCHAR PRIMARY KEY)")
+    con.executemany("INSERT INTO _suppressed VALUES (?)", [[t] for t in sorted(tokens)])
+    con.execute("CREATE OR REPLACE TEMP TABLE _erased_ids (id BIGINT)")

@@ -44,15 +44,15 @@ def build_manifest(settings: Settings, run_id: str, stages: dict[str, dict[str, 
     for entity, f in ingest["files"].items():
         p = privacy["entities"].get(entity, {})
         excluded = p.get("excluded", {})
-        expired = f.get("expired", 0)
+        expired, erased = f.get("expired", 0), f.get("erased", 0)
         ok = (
-            f["read"] == f["loaded"] + f["quarantined"] + f["duplicates"] + expired
+            f["read"] == f["loaded"] + f["quarantined"] + f["duplicates"] + expired + erased
             and p.get("rows_in") == f["loaded"]
             and p.get("rows_in", 0) == p.get("rows_out", 0) + sum(excluded.values())
         )
         recon[entity] = {
             "read": f["read"], "loaded": f["loaded"], "quarantined": f["quarantined"],
-            "duplicates": f["duplicates"], "expired": expired, "privacy_rows": p.get("rows_out"),
+            "duplicates": f["duplicates"], "expired": expired, "erased": erased, "privacy_rows": p.get("rows_out"),
             "excluded": excluded,
             "ok": ok,
         }  # fmt: skip
@@ -80,6 +80,7 @@ def build_manifest(settings: Settings, run_id: str, stages: dict[str, dict[str, 
             "quarantined": {e: f["quarantined"] for e, f in ingest["files"].items()},
             "duplicates": {e: f["duplicates"] for e, f in ingest["files"].items()},
             "expired": {e: f.get("expired", 0) for e, f in ingest["files"].items()},
+            "erased": {e: f.get("erased", 0) for e, f in ingest["files"].items()},
             "privacy": {e: v["rows_out"] for e, v in privacy["entities"].items()},
             "excluded": {e: v.get("excluded", {}) for e, v in privacy["entities"].items()},
             "warehouse": transform.get("mart_row_counts", {}),
@@ -88,6 +89,7 @@ def build_manifest(settings: Settings, run_id: str, stages: dict[str, dict[str, 
         "reconciliation": recon,
         "k_anonymity": privacy.get("k_anonymity"),
         "retention": {"reference_date": ingest.get("reference_date"), "rules": ingest.get("retention", {})},
+        "erasure": ingest.get("erasure", {}),
         "publication_status": publish.get("status"),
         "epsilon_spent": publish.get("epsilon_spent", 0.0),
         "delta_spent": publish.get("delta_spent", 0.0),

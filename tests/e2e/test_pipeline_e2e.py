@@ -15,6 +15,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from pii_scan import decoded_text
 
 from crmshield.cli import run_dag
 from crmshield.config import Settings
@@ -67,46 +68,10 @@ def _landing_pii(landing: Path) -> set[str]:
     return {p for p in pii if len(p) >= 6}
 
 
-def _strings_in_duckdb(path: Path) -> str:
-    parts: list[str] = []
-    with duckdb.connect(str(path), read_only=True) as con:
-        cols = con.execute(
-            "SELECT table_schema, table_name, column_name FROM information_schema.columns WHERE data_type = 'VARCHAR'"
-        ).fetchall()
-        for schema, table, column in cols:
-            rows = con.execute(f'SELECT DISTINCT "{column}" FROM "{schema}"."{table}"').fetchall()
-            parts.extend(str(r[0]) for r in rows if r[0] is not None)
-            parts.append(f"{schema}.{table}.{column}")
-    return "\n".join(parts)
-
-
-def _strings_in_parquet(path: Path) -> str:
-    con = duckdb.connect()
-    rel = con.sql(f"SELECT * FROM read_parquet('{path}')")
-    cols = [c for c, t in zip(rel.columns, rel.types, strict=True) if str(t) == "VARCHAR"]
-    parts = []
-    for c in cols:
-        parts.extend(str(r[0]) for r in con.sql(f"SELECT DISTINCT \"{c}\" FROM read_parquet('{path}')").fetchall())
-    return "\n".join(parts)
-
-
 def _downstream_text(settings: Settings, airflow_home: Path) -> dict[str, str]:
-    """Every file of zones 3-6 (and the logs), decoded to text."""
-    texts: dict[str, str] = {}
+    """Every file of zones 3-6 (and the logs), decoded to text (Airflow's SQLite metadata skipped)."""
     roots = [settings.privacy, settings.warehouse.parent, settings.published.parent, settings.reports, airflow_home]
-    for root in roots:
-        for f in root.rglob("*"):
-            if not f.is_file():
-                continue
-            if f.suffix == ".parquet":
-                texts[str(f)] = _strings_in_parquet(f)
-            elif f.suffix == ".duckdb":
-                texts[str(f)] = _strings_in_duckdb(f)
-            elif f.suffix in {".db", ".wal"} or f.name.endswith(".duckdb.wal"):
-                continue  # Airflow's SQLite metadata: no task data in it
-            else:
-                texts[str(f)] = f.read_bytes().decode("utf-8", errors="replace")
-    return texts
+    return decoded_text(roots)
 
 
 @pytest.fixture(scope="module")
