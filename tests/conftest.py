@@ -16,8 +16,12 @@ logging.getLogger("py4j").setLevel(logging.WARNING)  # no py4j chatter at interp
 @pytest.fixture(scope="session")
 def spark() -> Iterator[object]:
     """One local SparkSession for the whole test session."""
+    import sys
+
     from pyspark.sql import SparkSession
 
+    # Python workers (the redaction UDF) must run this interpreter: it has pandas, pyarrow, crmshield.
+    os.environ["PYSPARK_PYTHON"] = sys.executable
     session = (
         SparkSession.builder.master("local[2]")
         .appName("crmshield-tests")

@@ -1,7 +1,10 @@
 """Pure DataFrame -> DataFrame transforms of the privacy job.
 
-Everything here uses Spark's built-in column functions (no Python UDFs), and
-takes its configuration (the column plan resolved from the privacy policy,
+Pseudonymization, generalization and k-anonymity use Spark's built-in column
+functions only (no Python UDF). Free-text redaction is the one vectorized
+(Arrow / pandas) UDF: it runs ``crmshield.redact``, whose checks need Python
+(``phonenumbers`` validation, Luhn, IBAN mod-97, accent-insensitive names).
+Every function takes its configuration (the column plan resolved from the privacy policy,
 keys, reference date) as arguments, so each function can be tested on a small
 frame with ``pyspark.testing.assertDataFrameEqual``.
 
@@ -17,22 +20,16 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
+import pandas as pd
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
+from pyspark.sql.types import StringType
 
-# The redaction patterns are exactly the ones the privacy-zone validation looks for
-# (expectations/privacy.py; a unit test keeps them equal): what the job leaves in
-# place, the checkpoint would stop. Java regex syntax (Spark's regexp_replace).
-EMAIL_PATTERN = r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}"
-# an optional +, an optional (, then 9 to 15 digits joined by up to two of space . - ( );
-# not inside a word (pseudonym hex), not in a dotted/dashed number, not at a date
-PHONE_PATTERN = (
-    r"(?<![A-Za-z0-9_+])(?<![0-9][-./])"
-    r"(?![0-9]{4}[-./][0-9]{1,2}[-./][0-9]{1,2}(?![0-9]))"
-    r"(?![0-9]{1,2}[-./][0-9]{1,2}[-./][0-9]{4}(?![0-9]))"
-    r"\+?\(?[0-9](?:[ .()-]{0,2}[0-9]){8,14}"
-)
-PLACEHOLDERS = {"email": "<EMAIL>", "phone": "<PHONE>", "person": "<PERSON>"}
+from crmshield.redact import KINDS
+from crmshield.redact import PLACEHOLDERS as _PLACEHOLDERS
+
+#: Counted per redacted column in the job's stats: kind (lower case) -> placeholder.
+PLACEHOLDERS = {k.lower(): _PLACEHOLDERS[k] for k in KINDS}
 # Ingest puts emails and phones in canonical form (crmshield.normalize; a test keeps these equal).
 CANONICAL_SHAPES = {"email": r"^[^@\s]+@[^@\s]+\.[^@\s]+$", "phone": r"^\+[1-9][0-9]{6,14}$"}
 
@@ -112,26 +109,26 @@ def hours_between(start: Column, end: Column) -> Column:
 
 
 # --- redaction ---------------------------------------------------------------
-def _literal_pattern(value: Column) -> Column:
-    """A Java regex matching ``value`` literally, case-insensitively, as a whole word."""
-    quoted = F.regexp_replace(F.trim(value), r"\\E", "")
-    return F.concat(F.lit(r"(?iu)(?<![\p{L}\p{N}])\Q"), quoted, F.lit(r"\E(?![\p{L}\p{N}])"))
+@F.pandas_udf(StringType())  # type: ignore[call-overload]  # (a type object: no session needed at import)
+def _redact_udf(
+    text: pd.Series, first: pd.Series, last: pd.Series, email: pd.Series, phone: pd.Series, country: pd.Series
+) -> pd.Series:
+    from crmshield.redact import redact_batch
+
+    cols = [s.where(s.notna(), None).tolist() for s in (text, first, last, email, phone, country)]
+    return pd.Series(redact_batch(*cols), dtype=object)
 
 
-def _replace_known(text: Column, value: Column, placeholder: str) -> Column:
-    usable = value.isNotNull() & (F.length(F.trim(value)) >= 2)
-    return F.when(usable, F.regexp_replace(text, _literal_pattern(value), F.lit(placeholder))).otherwise(text)
-
-
-def redact_text(text: Column, first: Column, last: Column, email: Column, phone: Column) -> Column:
-    """Replace the requester's own identifiers, then any email or phone pattern."""
-    out = _replace_known(text, email, PLACEHOLDERS["email"])
-    out = F.regexp_replace(out, EMAIL_PATTERN, PLACEHOLDERS["email"])
-    out = _replace_known(out, phone, PLACEHOLDERS["phone"])
-    out = F.regexp_replace(out, PHONE_PATTERN, PLACEHOLDERS["phone"])
-    out = _replace_known(out, last, PLACEHOLDERS["person"])
-    out = _replace_known(out, first, PLACEHOLDERS["person"])
-    return F.when(text.isNull(), text).otherwise(out)
+def redact_text(
+    text: Column, first: Column, last: Column, email: Column, phone: Column, country: Column | None = None
+) -> Column:
+    """Typed placeholders for every PII span (``crmshield.redact``): emails, phones
+    (validated with phonenumbers), cards (Luhn), IBANs (mod-97), IPs, URLs with
+    personal query strings, postal codes in address context, national ids, names in
+    context, and the requester's own names, email and phone (case- and
+    accent-insensitive). NULL stays NULL."""
+    none = F.lit(None).cast("string")
+    return _redact_udf(text, first, last, email, phone, none if country is None else country)
 
 
 def count_token(col: Column, token: str) -> Column:
@@ -169,6 +166,7 @@ def classify_subject(df: DataFrame, contacts: DataFrame, fk: str, consent: str =
         F.col("last_name").alias("_c_last"),
         F.col("email").alias("_c_email"),
         F.col("phone").alias("_c_phone"),
+        F.col("country").alias("_c_country"),
     )
     joined = df.join(c, df[fk] == c["_c_id"], "left")
     status = (
@@ -203,7 +201,7 @@ def _clamp_type(lower: float | None, upper: float | None) -> str:
     return "bigint" if both_int else "double"
 
 
-IDENTIFIER_COLUMNS = ("_c_first", "_c_last", "_c_email", "_c_phone")
+IDENTIFIER_COLUMNS = ("_c_first", "_c_last", "_c_email", "_c_phone", "_c_country")
 
 
 def apply_plan(df: DataFrame, entity_plan: Mapping[str, Any], keys: Keys, reference: date) -> DataFrame:
@@ -211,7 +209,7 @@ def apply_plan(df: DataFrame, entity_plan: Mapping[str, Any], keys: Keys, refere
     the subject's own identifiers when ``classify_subject`` joined them."""
     has_ident = all(c in df.columns for c in IDENTIFIER_COLUMNS)
     none = F.lit(None).cast("string")
-    ident = [F.col(c) for c in IDENTIFIER_COLUMNS] if has_ident else [none] * 4
+    ident = [F.col(c) for c in IDENTIFIER_COLUMNS] if has_ident else [none] * len(IDENTIFIER_COLUMNS)
     cols = []
     for o in entity_plan["outputs"]:
         src = [F.col(i) for i in o["inputs"]]
