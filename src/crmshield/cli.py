@@ -229,14 +229,15 @@ def erase(
     data_dir: DataDir = None,
     as_json: JsonOut = False,
 ) -> None:
-    """Erase a subject (GDPR Art. 17) from landing, raw, the privacy zone and the warehouse.
+    """Erase a subject (GDPR Art. 17) from landing, raw, privacy zone, warehouse.
 
-    Every id, email and phone the subject appears under goes on the suppression list as a
-    keyed token, so later exports cannot bring them back; the zones are rebuilt without them
-    and checked; a PII-free audit entry is appended to <data>/erasure/audit.jsonl. Published
-    DP marts stay as they are; the next publication excludes the subject. Identifier values
-    are never printed or logged. To erase during the next scheduled run instead, drop a
-    requests file at <data>/landing/erasure_requests.csv."""
+    Every id, email and phone the subject appears under goes on the
+    suppression list as a keyed token, so later exports cannot bring them
+    back; the zones are rebuilt without them and checked; a PII-free audit
+    entry is appended to <data>/erasure/audit.jsonl. Published DP marts stay
+    as they are; the next publication excludes the subject. Identifier
+    values are never printed or logged. To erase in the next scheduled run
+    instead, drop a requests file at <data>/landing/erasure_requests.csv."""
     from crmshield.erasure import Request, canonical, read_requests_file
     from crmshield.erasure import erase as run_erase
 
@@ -263,6 +264,24 @@ def erase(
         f"{removed} landing record(s) removed, {erased} raw row(s) dropped; rebuilt run {entry['rebuilt']['run_id']}; "
         f"verified clean in raw, privacy zone and warehouse. Audit: {settings.data_dir / 'erasure' / 'audit.jsonl'}",
     )
+
+
+@app.command("redaction-report")
+def redaction_report(
+    path: Annotated[
+        Path | None, typer.Argument(help="Labelled file or folder (default: tests/data/redaction).")
+    ] = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Precision and recall of the ticket-text redactor per PII type.
+
+    The evidence behind the redaction step, on a labelled set: each gold
+    span is a PII value in realistic ticket text; checksum-failing card and
+    IBAN look-alikes must stay untouched."""
+    from crmshield.redact_eval import evaluate, format_table
+
+    result = _guarded(evaluate, path)
+    _emit(result, as_json, format_table(result))
 
 
 def _use_default_key_file(settings: Settings) -> None:
