@@ -1,8 +1,9 @@
 # Quick start: `make demo` runs the pipeline on a generated sample; `make test` runs the tests.
 # Both set themselves up (uv, .venv from uv.lock, Java check) via scripts/bootstrap.sh.
-.PHONY: setup demo test test-fast lint clean
+.PHONY: setup demo test test-fast lint bench bench-10m clean
 
 VENV := .venv/bin
+BENCH_ARGS ?=
 
 setup:
 	@bash scripts/bootstrap.sh
@@ -23,6 +24,14 @@ lint: setup
 	$(VENV)/ruff check .
 	$(VENV)/ruff check --select AIR3 dags/
 	$(VENV)/ruff format --check .
+
+# Privacy-stage benchmark: Spark job (warm) vs a DuckDB reference on the same files; prints figures, asserts nothing.
+# e.g. make bench BENCH_ARGS="--contacts 100000 --reuse"
+bench: setup
+	$(VENV)/python -m crmshield.bench $(BENCH_ARGS)
+
+bench-10m: setup
+	$(VENV)/python -m crmshield.bench --contacts 10000000 $(BENCH_ARGS)
 
 clean:
 	rm -rf data .airflow dbt_project/target dbt_project/logs spark-warehouse

@@ -91,8 +91,13 @@ def run(spark: SparkSession, raw: Path, out: Path, plan: dict[str, Any]) -> dict
                 kept_df = df.filter(ok)
                 by_status = {"ok": int(counts.get(True, 0)), "excluded_consent": int(counts.get(False, 0))}
             elif ep.get("subject_key"):
-                classified = T.classify_subject(df, contacts, ep["subject_key"], consent["column"]).cache()
-                by_status = {k: int(v) for k, v in classified.groupBy("_subject_status").count().collect()}
+                # counted on the key column alone (a narrow join), so the wide rows (free text) are
+                # joined, redacted and written exactly once, never cached
+                narrow = T.classify_subject(
+                    df.select(ep["subject_key"]), contacts, ep["subject_key"], consent["column"]
+                )
+                by_status = {k: int(v) for k, v in narrow.groupBy("_subject_status").count().collect()}
+                classified = T.classify_subject(df, contacts, ep["subject_key"], consent["column"])
                 allowed = ["ok"] if ep.get("subject_required") else ["ok", "no_subject"]
                 if ep.get("subject_required") and by_status.get("no_subject"):
                     by_status["excluded_unknown_contact"] = by_status.get(
@@ -119,31 +124,27 @@ def run(spark: SparkSession, raw: Path, out: Path, plan: dict[str, Any]) -> dict
 
         redactable = [o["output"] for ep in plans.values() for o in ep["outputs"] if o["action"] == "redact"]
         redactions = dict.fromkeys(T.PLACEHOLDERS, 0)
-        for entity, ep in plans.items():
-            text_cols = [o["output"] for o in ep["outputs"] if o["action"] == "redact"]
-            if not text_cols:
-                continue
-            outputs[entity] = outputs[entity].cache()
-            row = (
-                outputs[entity]
-                .agg(
-                    *[
-                        F.sum(sum((T.count_token(F.col(c), tok) for c in text_cols), F.lit(0))).alias(name)
-                        for name, tok in T.PLACEHOLDERS.items()
-                    ]
-                )
-                .first()
-            )
-            for name in T.PLACEHOLDERS:
-                redactions[name] += int(row[name] or 0) if row else 0
-        stats["redactions"] = redactions
-        stats["redacted_columns"] = redactable
-
         for entity, df in outputs.items():
             df.write.mode("overwrite").option("compression", "zstd").parquet(str(staging / entity))
-            written = spark.read.parquet(str(staging / entity)).count()
+            written_df = spark.read.parquet(str(staging / entity))
+            text_cols = [o["output"] for o in plans[entity]["outputs"] if o["action"] == "redact"]
+            # placeholders are counted on what was written (columnar, cheap), with the row count
+            row = written_df.agg(
+                F.count(F.lit(1)).alias("_rows"),
+                *[
+                    F.sum(sum((T.count_token(F.col(c), tok) for c in text_cols), F.lit(0))).alias(name)
+                    for name, tok in T.PLACEHOLDERS.items()
+                    if text_cols
+                ],
+            ).first()
+            written = int(row["_rows"]) if row else 0
             if written != entities[entity]["rows_out"]:
                 raise RuntimeError(f"{entity}: wrote {written} rows, expected {entities[entity]['rows_out']}")
+            if text_cols and row:
+                for name in T.PLACEHOLDERS:
+                    redactions[name] += int(row[name] or 0)
+        stats["redactions"] = redactions
+        stats["redacted_columns"] = redactable
         # swap the whole zone in at once
         old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
         if out.exists():

@@ -7,7 +7,7 @@ It writes what an SMB's CRM and helpdesk would hand over:
 * ``zendesk_tickets.jsonl``: Zendesk ticket objects whose free text carries
   PII (the requester's name, email and phone number).
 
-Output is a pure function of ``(seed, contacts, as_of)``: the same arguments
+Output is a pure function of ``(seed, contacts, as_of, tickets_per_contact)``: the same arguments
 give byte-identical files. Rows are produced in chunks and streamed to disk,
 so memory stays flat from 1k to 10M contacts.
 
@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 CHUNK = 50_000
+TICKETS_PER_CONTACT = 1.5  # mean of the Poisson draw of tickets per contact
 
 CONTACT_HEADER = [
     "Record ID", "First Name", "Last Name", "Email", "Phone Number", "Date of Birth",
@@ -261,10 +262,18 @@ def generate(
     seed: int = 42,
     as_of: date = date(2026, 10, 31),
     progress: Callable[[int], None] | None = None,
+    tickets_per_contact: float | None = None,
 ) -> GenerateResult:
-    """Write the four exports to ``out_dir``; return counts. Deterministic in its arguments."""
+    """Write the four exports to ``out_dir``; return counts. Deterministic in its arguments.
+
+    ``tickets_per_contact`` is the mean of the Poisson draw of tickets per contact
+    (default ``TICKETS_PER_CONTACT``, 1.5; the benchmark asks for 3.0). Leaving it
+    unset, or passing the default, gives byte-identical output to earlier versions."""
     if contacts < 10:
         raise ValueError("--contacts must be at least 10")
+    ticket_rate = TICKETS_PER_CONTACT if tickets_per_contact is None else float(tickets_per_contact)
+    if not 0.0 <= ticket_rate <= 1000.0:
+        raise ValueError("tickets_per_contact must be between 0 and 1000")
     out_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     as_of_dt = datetime(as_of.year, as_of.month, as_of.day, 18, 0)
@@ -347,7 +356,7 @@ def generate(
             company_ix = rng.integers(0, n_companies, n)
             lifecycle = _cat(rng, LIFECYCLE, LIFECYCLE_P, n)
             n_deals = rng.poisson(0.4, n)
-            n_tickets = rng.poisson(1.5, n)
+            n_tickets = rng.poisson(ticket_rate, n)
             m_deals, m_tickets = int(n_deals.sum()), int(n_tickets.sum())
             d_amount = np.round(rng.lognormal(8.5, 1.0, m_deals), 2)
             d_stage = _cat(rng, DEAL_STAGES, DEAL_STAGE_P, m_deals)

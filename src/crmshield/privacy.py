@@ -32,7 +32,7 @@ def spark_submit_command(settings: Settings, plan_path: Path, stats_out: Path) -
         str(submit) if submit.exists() else "spark-submit",
         "--master", os.environ.get("CRMSHIELD_SPARK_MASTER", "local[*]"),
         "--name", "crmshield-privacy",
-        "--driver-memory", os.environ.get("CRMSHIELD_SPARK_DRIVER_MEMORY", "4g"),
+        "--driver-memory", os.environ.get("CRMSHIELD_SPARK_DRIVER_MEMORY", "2g"),
         "--conf", "spark.ui.enabled=false",
         "--conf", "spark.log.level=WARN",
         "--conf", "spark.sql.shuffle.partitions=" + os.environ.get("CRMSHIELD_SPARK_SHUFFLE_PARTITIONS", "8"),

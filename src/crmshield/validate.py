@@ -221,7 +221,7 @@ def _local_spark() -> tuple[SparkSession, bool]:
         .config("spark.sql.session.timeZone", "UTC")
         # GX runs many small aggregations; size them like the privacy job
         .config("spark.sql.shuffle.partitions", os.environ.get("CRMSHIELD_SPARK_SHUFFLE_PARTITIONS", "8"))
-        .config("spark.driver.memory", os.environ.get("CRMSHIELD_SPARK_DRIVER_MEMORY", "4g"))
+        .config("spark.driver.memory", os.environ.get("CRMSHIELD_SPARK_DRIVER_MEMORY", "2g"))
         .getOrCreate()
     )
     session.sparkContext.setLogLevel("WARN")

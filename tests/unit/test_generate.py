@@ -6,6 +6,8 @@ import csv
 import json
 from pathlib import Path
 
+import pytest
+
 from crmshield.generate import CONTACT_HEADER, FILES, generate
 
 
@@ -53,3 +55,17 @@ def test_exports_look_like_hubspot_and_zendesk_and_carry_dirt(tmp_path):
     ]  # fmt: skip
     assert with_pii
     assert sum(res.dirty["contacts"].values()) >= 4
+
+
+def test_tickets_per_contact_scales_tickets_and_the_default_is_unchanged(tmp_path):
+    default = generate(tmp_path / "default", contacts=2000, seed=3)
+    generate(tmp_path / "explicit", contacts=2000, seed=3, tickets_per_contact=1.5)
+    more = generate(tmp_path / "more", contacts=2000, seed=3, tickets_per_contact=3.0)
+    again = generate(tmp_path / "again", contacts=2000, seed=3, tickets_per_contact=3.0)
+    assert _digest(tmp_path / "default") == _digest(tmp_path / "explicit")  # the default rate is 1.5
+    assert _digest(tmp_path / "more") == _digest(tmp_path / "again")  # still deterministic
+    assert 1.35 < default.rows["tickets"] / 2000 < 1.65
+    assert 2.8 < more.rows["tickets"] / 2000 < 3.2
+    assert more.rows["contacts"] == again.rows["contacts"] >= 2000
+    with pytest.raises(ValueError, match="tickets_per_contact"):
+        generate(tmp_path / "bad", contacts=100, tickets_per_contact=-1)
