@@ -22,6 +22,7 @@ def spark() -> Iterator[object]:
 
     # Python workers (the redaction UDF) must run this interpreter: it has pandas, pyarrow, crmshield.
     os.environ["PYSPARK_PYTHON"] = sys.executable
+    os.environ.setdefault("PYARROW_IGNORE_TIMEZONE", "1")  # pandas UDFs; else pyspark warns at import
     session = (
         SparkSession.builder.master("local[2]")
         .appName("crmshield-tests")

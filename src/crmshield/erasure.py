@@ -138,6 +138,23 @@ def token(key: PseudonymKey, kind: str, value: str) -> str:
     return f"v{key.version}_{digest}"
 
 
+def token_arrow(key: PseudonymKey):  # type: ignore[no-untyped-def]  # (DuckDB evaluates annotations)
+    """:func:`token` over two Arrow columns (kind, value): a vectorized DuckDB UDF for ingest."""
+    import pyarrow as pa
+
+    secret, prefix = token_key(key), f"v{key.version}_"
+
+    def crm_token(kinds, values):  # type: ignore[no-untyped-def]
+        pairs = zip(kinds.to_pylist(), values.to_pylist(), strict=True)
+        return pa.array(
+            [None if v is None else prefix + hmac.new(secret, f"{k}:{v}".encode(), hashlib.sha256).hexdigest()
+             for k, v in pairs],
+            type=pa.string(),
+        )  # fmt: skip
+
+    return crm_token
+
+
 def suppression_path(settings: Settings) -> Path:
     return settings.data_dir / "erasure" / "suppression.jsonl"
 
@@ -248,14 +265,22 @@ def _landing_contacts(settings: Settings) -> Iterator[dict[str, str]]:
         return
     src = {f.name: f.source for f in spec.fields}
     for _raw, fields in _csv_records(path):
-        if fields is None:
-            continue
-        yield {
-            "contact_id": (fields.get(src["contact_id"]) or "").strip().lstrip("0") or "0",
-            "email": fields.get(src["email"]) or "",
-            "phone": fields.get(src["phone"]) or "",
-            "country": fields.get(src["country"]) or "",
-        }
+        if fields is not None:
+            yield _contact_row(fields, src)
+
+
+def _contact_row(fields: dict[str, str], src: dict[str, str]) -> dict[str, str]:
+    """The identifying fields of one contacts-export record, by canonical name."""
+    return {
+        "contact_id": _id(fields.get(src["contact_id"])),
+        "email": fields.get(src["email"]) or "",
+        "phone": fields.get(src["phone"]) or "",
+        "country": fields.get(src["country"]) or "",
+    }
+
+
+def _id(value: str | None) -> str:
+    return (value or "").strip().lstrip("0") or "0"
 
 
 def _contact_matches(row: dict[str, str], subject: Subject) -> bool:
@@ -329,17 +354,9 @@ def scrub_landing(settings: Settings, subject: Subject) -> dict[str, int]:
                 if fields is None:
                     drop = not (first and spec.format == "csv") and _mentions(record, subject)
                 elif entity == "contacts":
-                    drop = _contact_matches(
-                        {
-                            "contact_id": (fields.get(src["contact_id"]) or "").strip().lstrip("0") or "0",
-                            "email": fields.get(src["email"]) or "",
-                            "phone": fields.get(src["phone"]) or "",
-                            "country": fields.get(src["country"]) or "",
-                        },
-                        subject,
-                    )
+                    drop = _contact_matches(_contact_row(fields, src), subject)
                 else:
-                    drop = (fields.get(src[fk]) or "").strip().lstrip("0") in subject.crm_ids
+                    drop = _id(fields.get(src[fk])) in subject.crm_ids
                 first = False
                 if drop:
                     n += 1

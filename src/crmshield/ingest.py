@@ -582,25 +582,11 @@ def _register_suppression(con: duckdb.DuckDBPyConnection, key: PseudonymKey, tok
     """``crm_token(kind, value)`` (the erasure token, see ``crmshield.erasure.token``) as a
     vectorized UDF, the listed tokens as ``_suppressed``, and ``_erased_ids`` for the contact
     ids dropped so far (their deals and tickets follow them)."""
-    import hashlib
-    import hmac
-
-    import pyarrow as pa
     from duckdb.sqltypes import VARCHAR
 
-    from crmshield.erasure import token_key
+    from crmshield.erasure import token_arrow
 
-    secret, prefix = token_key(key), f"v{key.version}_"
-
-    def crm_token(kinds, values):  # type: ignore[no-untyped-def]  # (DuckDB evaluates annotations)
-        return pa.array(
-            [
-                None if v is None else prefix + hmac.new(secret, f"{k}:{v}".encode(), hashlib.sha256).hexdigest()
-                for k, v in zip(kinds.to_pylist(), values.to_pylist(), strict=True)
-            ],
-            type=pa.string(),
-        )
-
+    crm_token = token_arrow(key)
     con.create_function("crm_token", crm_token, [VARCHAR, VARCHAR], VARCHAR, type="arrow", side_effects=False)
     con.execute("CREATE OR REPLACE TEMP TABLE _suppressed (token VARCHAR PRIMARY KEY)")
     con.executemany("INSERT INTO _suppressed VALUES (?)", [[t] for t in sorted(tokens)])

@@ -74,7 +74,13 @@ def run_privacy_job(settings: Settings, run_id: str, key: PseudonymKey | None = 
     plan_path.write_text(json.dumps(plan, indent=2), encoding="utf-8")
     stats_out = run_dir / "privacy_stats.json"
     log_path = run_dir / "privacy_job.log"
-    env = {**os.environ, **spark_env(key), "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
+    env = {
+        **os.environ,
+        **spark_env(key),
+        "PYSPARK_PYTHON": sys.executable,
+        "PYSPARK_DRIVER_PYTHON": sys.executable,
+        "PYARROW_IGNORE_TIMEZONE": "1",
+    }
     cmd = spark_submit_command(settings, plan_path, stats_out)
     with log_path.open("w", encoding="utf-8") as log:
         proc = subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, check=False)
