@@ -69,7 +69,6 @@ MEMORY_TARGET_MIB = 4096  # peak RSS of the Spark process tree at 10M contacts
 MEMORY_TARGET_CONTACTS = 10_000_000
 SAMPLE_FILE = "sample.json"
 RESULT_FILE = "bench_result.json"
-PLACEHOLDERS = {"email": "<EMAIL>", "phone": "<PHONE>", "person": "<PERSON>"}  # = transforms.PLACEHOLDERS
 MIB = 1024 * 1024
 
 RedactBatch = Callable[..., list[str | None]]
@@ -361,10 +360,8 @@ def hmac_sha256_sql(value_sql: str, domain: str) -> str:
 
 def canonical_shapes() -> dict[str, str]:
     """Domains whose values get a token only in canonical form (as ``transforms.CANONICAL_SHAPES``)."""
-    try:
-        from crmshield.normalize import E164_PATTERN, EMAIL_SHAPE
-    except ImportError:  # pragma: no cover - an older checkout without canonical identifiers
-        return {}
+    from crmshield.normalize import E164_PATTERN, EMAIL_SHAPE
+
     return {"email": EMAIL_SHAPE, "phone": E164_PATTERN}
 
 
@@ -575,15 +572,10 @@ def udf_pool(redact_batch: RedactBatch | None, workers: int) -> Iterator[Executo
 
 
 def load_redact_batch() -> tuple[RedactBatch | None, str]:
-    """``crmshield.redact.redact_batch`` and a description, or None and why not."""
-    try:
-        from crmshield import redact as redact_mod
-    except ImportError as exc:
-        return None, f"skipped (crmshield.redact not available: {exc.__class__.__name__})"
-    fn = getattr(redact_mod, "redact_batch", None)
-    if not callable(fn):
-        return None, "skipped (crmshield.redact has no redact_batch)"
-    return fn, "crmshield.redact.redact_batch as a DuckDB Arrow (vectorized) Python UDF"
+    """``crmshield.redact.redact_batch`` and a description of how the reference runs it."""
+    from crmshield.redact import redact_batch
+
+    return redact_batch, "crmshield.redact.redact_batch as a DuckDB Arrow (vectorized) Python UDF"
 
 
 def spark_job_redaction(settings: Settings) -> str:
@@ -595,15 +587,10 @@ def spark_job_redaction(settings: Settings) -> str:
 
 
 def _placeholders() -> dict[str, str]:
-    """The tokens counted in redacted text: the job's and ``crmshield.redact``'s."""
-    out = dict(PLACEHOLDERS)
-    try:
-        from crmshield import redact as redact_mod
+    """The tokens counted in redacted text (as ``transforms.PLACEHOLDERS``)."""
+    from crmshield.redact import KINDS, PLACEHOLDERS
 
-        out.update({k.lower(): v for k, v in getattr(redact_mod, "PLACEHOLDERS", {}).items()})
-    except ImportError:
-        pass
-    return out
+    return {k.lower(): PLACEHOLDERS[k] for k in KINDS}
 
 
 def duckdb_reference(
