@@ -86,7 +86,23 @@ class Settings:
         """File-backed GX context (suites are code; this holds run results)."""
         return self.data_dir / "gx"
 
+    @property
+    def restricted(self) -> Path:
+        """Operator-only state that must never sit beside the analyst file (mode 0700)."""
+        return self.data_dir / "restricted"
+
+    @property
+    def dp_ledger(self) -> Path:
+        """The privacy-budget ledger (SQLite, transactional, mode 0600)."""
+        return self.restricted / "dp_ledger.sqlite"
+
     # project assets
+    @property
+    def dp_budget_config(self) -> Path:
+        """Budgets per population and per analyst (``config/dp_budget.yml``)."""
+        env = os.environ.get("CRMSHIELD_DP_BUDGET")
+        return Path(env).resolve() if env else self.root / "config" / "dp_budget.yml"
+
     @property
     def dbt_project(self) -> Path:
         return self.root / "dbt_project"
