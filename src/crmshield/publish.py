@@ -58,6 +58,9 @@ log = logging.getLogger(__name__)
 
 CATALOG_TABLE = "_dp_catalog"
 CI_ALPHA = 0.05  # 95% intervals
+_CI_SUFFIXES = ("_ci_low", "_ci_high")
+#: Ledger principal for publications (override with CRMSHIELD_PUBLISHER).
+PUBLISHER = os.environ.get("CRMSHIELD_PUBLISHER", "pipeline")
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 _IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SOURCE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*$")
@@ -77,12 +80,18 @@ _DUCKDB_TYPE: dict[str, str] = {
 _CATALOG_DDL = f"""
 CREATE TABLE {CATALOG_TABLE} (
     mart VARCHAR NOT NULL PRIMARY KEY,
+    description VARCHAR NOT NULL,
     epsilon DOUBLE NOT NULL,
     delta DOUBLE NOT NULL,
     mechanism VARCHAR NOT NULL,
+    composition VARCHAR NOT NULL,
     privacy_unit VARCHAR NOT NULL,
     max_contributions INTEGER NOT NULL,
     bounds VARCHAR NOT NULL,
+    public_keys VARCHAR NOT NULL,
+    suppression VARCHAR NOT NULL,
+    ci_level DOUBLE NOT NULL,
+    measures VARCHAR NOT NULL,
     source_table VARCHAR NOT NULL,
     published_at TIMESTAMP NOT NULL,
     run_id VARCHAR NOT NULL,
@@ -91,6 +100,32 @@ CREATE TABLE {CATALOG_TABLE} (
     row_count BIGINT NOT NULL
 )
 """
+
+COLUMNS_TABLE = "_dp_columns"
+_COLUMNS_DDL = f"""
+CREATE TABLE {COLUMNS_TABLE} (
+    mart VARCHAR NOT NULL,
+    column_name VARCHAR NOT NULL,
+    ordinal INTEGER NOT NULL,
+    data_type VARCHAR NOT NULL,
+    role VARCHAR NOT NULL,
+    description VARCHAR NOT NULL,
+    PRIMARY KEY (mart, column_name)
+)
+"""
+
+#: Documentation views for analysts and BI tools (plain SQL over the two tables).
+_DOC_VIEWS = (
+    f"""CREATE VIEW dp_marts AS
+    SELECT mart, description, row_count, epsilon, delta, mechanism, privacy_unit, max_contributions,
+           suppression, ci_level, published_at, run_id
+    FROM {CATALOG_TABLE} ORDER BY mart""",
+    f"""CREATE VIEW dp_docs AS
+    SELECT c.mart, c.ordinal, c.column_name, c.data_type, c.role, c.description,
+           m.epsilon AS mart_epsilon, m.delta AS mart_delta, m.ci_level
+    FROM {COLUMNS_TABLE} c JOIN {CATALOG_TABLE} m USING (mart)
+    ORDER BY c.mart, c.ordinal""",
+)
 
 
 # --------------------------------------------------------------------------
@@ -129,6 +164,81 @@ class ColumnSpec(BaseModel):
         return self.lower is not None and self.upper is not None
 
 
+class MonthRange(BaseModel):
+    """Public month keys ``YYYY-MM`` from ``from`` to ``to`` inclusive."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    start: str = Field(alias="from", pattern=r"^\d{4}-(0[1-9]|1[0-2])$")
+    end: str = Field(alias="to", pattern=r"^\d{4}-(0[1-9]|1[0-2])$")
+
+    @model_validator(mode="after")
+    def _order(self) -> MonthRange:
+        if self.start > self.end:
+            raise ValueError(f"'from' ({self.start}) is after 'to' ({self.end})")
+        return self
+
+    def values(self) -> list[str]:
+        y, m = (int(x) for x in self.start.split("-"))
+        out: list[str] = []
+        while f"{y:04d}-{m:02d}" <= self.end:
+            out.append(f"{y:04d}-{m:02d}")
+            y, m = (y + 1, 1) if m == 12 else (y, m + 1)
+        return out
+
+
+class PublicKeysSpec(BaseModel):
+    """``public_keys.<column>``: a list of values, or ``{months: {from, to}}``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    values: tuple[str | int | bool, ...] | None = None
+    months: MonthRange | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_list(cls, data: Any) -> Any:
+        if isinstance(data, list | tuple):
+            return {"values": tuple(data)}
+        return data
+
+    @model_validator(mode="after")
+    def _one(self) -> PublicKeysSpec:
+        if (self.values is None) == (self.months is None):
+            raise ValueError("give a list of values or {months: {from: YYYY-MM, to: YYYY-MM}}")
+        vals = self.resolved()
+        if not vals:
+            raise ValueError("the key list is empty")
+        if len(set(vals)) != len(vals):
+            raise ValueError("the key list has duplicates")
+        if len(vals) > 10_000:
+            raise ValueError(f"{len(vals)} keys: at most 10,000 per column")
+        return self
+
+    def resolved(self) -> list[Any]:
+        return list(self.values) if self.values is not None else self.months.values()  # type: ignore[union-attr]
+
+
+class QuantileSpec(BaseModel):
+    """``quantiles:``: DP quantiles of one bounded column per (public) group."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    column: str = Field(pattern=_IDENT_RE.pattern)
+    probabilities: tuple[float, ...] = Field(min_length=1, max_length=9)
+    bins: int = Field(default=64, ge=4, le=1024, description="equal-width public bins over the column bounds")
+    epsilon: float = Field(gt=0, allow_inf_nan=False, description="part of the mart's epsilon spent on quantiles")
+
+    @model_validator(mode="after")
+    def _probs(self) -> QuantileSpec:
+        for p in self.probabilities:
+            if not 0 < p < 1:
+                raise ValueError(f"probability {p} must be between 0 and 1")
+        if len(set(self.probabilities)) != len(self.probabilities):
+            raise ValueError("probabilities repeat")
+        return self
+
+
 class MartSpecFile(BaseModel):
     """Schema of ``sql/marts/<mart>.yml``; unknown keys are rejected."""
 
@@ -141,9 +251,21 @@ class MartSpecFile(BaseModel):
     epsilon: float = Field(gt=0, allow_inf_nan=False, description="total budget of the mart")
     delta: float = Field(gt=0, lt=1, description="total delta of the mart (censor_dims needs > 0)")
     columns: dict[str, ColumnSpec] = Field(default_factory=dict)
+    public_keys: dict[str, PublicKeysSpec] = Field(
+        default_factory=dict, description="grouping columns whose values are not secret"
+    )
+    quantiles: QuantileSpec | None = None
 
     @model_validator(mode="after")
     def _check_columns(self) -> MartSpecFile:
+        if self.quantiles is not None and self.quantiles.epsilon >= self.epsilon:
+            raise ValueError(
+                f"quantiles.epsilon ({self.quantiles.epsilon}) must be below the mart's epsilon ({self.epsilon}):"
+                " the rest pays for the SQL statistics"
+            )
+        for name in self.public_keys:
+            if not _IDENT_RE.match(name):
+                raise ValueError(f"public_keys column {name!r} is not a plain identifier")
         for name in self.columns:
             if not _IDENT_RE.match(name):
                 raise ValueError(f"column name {name!r} is not a plain identifier")
@@ -312,6 +434,7 @@ class PublishResult:
     marts: tuple[MartResult, ...] = field(default_factory=tuple)
     epsilon_spent: float = 0.0
     delta_spent: float = 0.0
+    budget: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe dict (plain str/int/float/list)."""
@@ -324,6 +447,7 @@ class PublishResult:
             "epsilon_spent": float(self.epsilon_spent),
             "delta_spent": float(self.delta_spent),
             "marts": [m.to_dict() for m in self.marts],
+            "budget": self.budget,
         }
 
 
@@ -335,6 +459,10 @@ class _Evaluated:
     epsilon: float
     delta: float
     mechanism: str
+    measures: list[str] = field(default_factory=list)
+    cells_outside_keys: int = 0
+    tau: float | None = None
+    public_keys: dict[str, list[Any]] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------
@@ -384,15 +512,26 @@ def _source_columns(wh: duckdb.DuckDBPyConnection, spec: MartSpec) -> dict[str, 
     return {str(name): str(dtype) for name, dtype in rows}
 
 
-def _referenced_columns(spec: MartSpec, source_cols: Mapping[str, str]) -> tuple[list[str], set[str]]:
-    """Source columns the query needs (privacy unit first), and those that feed
-    a non-COUNT aggregate (they need bounds). Parsed with snsql's parser."""
+def _parse(spec: MartSpec) -> Any:
     from snsql.sql.parse import QueryParser
 
     try:
-        query = QueryParser(None).query(spec.sql)
+        return QueryParser(None).query(spec.sql)
     except Exception as exc:  # snsql raises bare ValueError/Exception on parse errors
         raise MartSpecError(f"{spec.sql_path}: SmartNoise SQL cannot parse the query: {exc}") from exc
+
+
+def _referenced_columns(spec: MartSpec, source_cols: Mapping[str, str]) -> tuple[list[str], set[str], list[str]]:
+    """Source columns the query needs (privacy unit first), those that feed a
+    non-COUNT aggregate (they need bounds), and the grouping columns.
+    Parsed with snsql's parser."""
+    query = _parse(spec)
+    for clause, name in ((query.having, "HAVING"), (query.limit, "LIMIT")):
+        if clause is not None:
+            raise MartSpecError(
+                f"{spec.sql_path}: {name} is not allowed in a mart: a mart publishes every cell;"
+                " analysts filter and sort the published table in SQL"
+            )
     aliases = {ne.name.lower() for ne in query.select.namedExpressions if ne.name}
     by_lower = {c.lower(): c for c in source_cols}
     needed = [spec.privacy_unit]
@@ -405,6 +544,22 @@ def _referenced_columns(spec: MartSpec, source_cols: Mapping[str, str]) -> tuple
             raise MartSpecError(f"{spec.sql_path}: column {name!r} is not in {spec.source}")
         if col not in needed:
             needed.append(col)
+    measured = {
+        by_lower[str(col.name).split(".")[-1].lower()]
+        for agg in query.xpath("//AggFunction")
+        if str(agg.name).upper() != "COUNT"
+        for col in agg.xpath("//Column")
+        if str(col.name).split(".")[-1].lower() in by_lower
+    }
+    if spec.quantiles is not None:
+        qcol = by_lower.get(spec.quantiles.column.lower())
+        if qcol is None:
+            raise MartSpecError(
+                f"{spec.spec_path}: key 'quantiles.column': {spec.quantiles.column!r} is not a column of {spec.source}"
+            )
+        if qcol not in needed:
+            needed.append(qcol)
+        measured.add(qcol)
     for declared in spec.columns:
         if declared not in needed:
             raise MartSpecError(
@@ -415,14 +570,20 @@ def _referenced_columns(spec: MartSpec, source_cols: Mapping[str, str]) -> tuple
         raise MartSpecError(
             f"{spec.spec_path}: key 'privacy_unit': {spec.privacy_unit!r} is not a column of {spec.source}"
         )
-    measured = {
-        by_lower[str(col.name).split(".")[-1].lower()]
-        for agg in query.xpath("//AggFunction")
-        if str(agg.name).upper() != "COUNT"
-        for col in agg.xpath("//Column")
-        if str(col.name).split(".")[-1].lower() in by_lower
-    }
-    return needed, measured
+    groups: list[str] = []
+    if query.agg is not None:
+        for ge in query.agg.groupingExpressions:
+            expr = ge.expression
+            if type(expr).__name__ != "Column":
+                raise MartSpecError(f"{spec.sql_path}: GROUP BY {expr}: group marts by plain columns")
+            name = str(expr.name).split(".")[-1]
+            groups.append(by_lower.get(name.lower(), name))
+    for key in spec.public_keys:
+        if key not in groups:
+            raise MartSpecError(
+                f"{spec.spec_path}: key 'public_keys.{key}': {key!r} is not a GROUP BY column of {spec.sql_path.name}"
+            )
+    return needed, measured, groups
 
 
 def _column_types(
@@ -448,21 +609,45 @@ def _column_types(
     return types
 
 
-def smartnoise_metadata(spec: MartSpec, types: Mapping[str, str]) -> dict[str, Any]:
+def _typed_keys(spec: MartSpec, types: Mapping[str, str]) -> dict[str, list[Any]]:
+    """Public key lists converted to the grouping column's type."""
+    out: dict[str, list[Any]] = {}
+    for col, keys in spec.public_keys.items():
+        t = types.get(col, "string")
+        vals = keys.resolved()
+        try:
+            if t == "int":
+                conv = [int(v) for v in vals]
+            elif t == "float":
+                conv = [float(v) for v in vals]
+            elif t == "boolean":
+                conv = [v if isinstance(v, bool) else str(v).lower() in ("true", "1") for v in vals]
+            else:
+                conv = [str(v) for v in vals]
+        except (TypeError, ValueError) as exc:
+            raise MartSpecError(f"{spec.spec_path}: key 'public_keys.{col}': values are not {t}: {exc}") from None
+        if len(set(conv)) != len(conv):
+            raise MartSpecError(f"{spec.spec_path}: key 'public_keys.{col}': duplicates after conversion to {t}")
+        out[col] = conv
+    return out
+
+
+def smartnoise_metadata(spec: MartSpec, types: Mapping[str, str], *, censor_dims: bool = True) -> dict[str, Any]:
     """The SmartNoise metadata (dict form) for one mart's source table.
 
     Person-level privacy: ``row_privacy`` off, the privacy unit column is the
     ``private_id``, ``max_ids`` caps the rows each person contributes (excess
-    rows are dropped by a per-person random sample), numeric columns carry the
-    declared clamping bounds, rare groups are censored (``censor_dims``) and
-    DPSU is off (it would spend budget outside the odometer).
+    rows are dropped by the per-person row-hash sample), numeric columns carry
+    the declared clamping bounds, rare groups are censored (``censor_dims``)
+    unless every grouping column has public keys, and DPSU is off (it would
+    spend budget outside the odometer).
     """
     schema, table = spec.source.split(".")
     table_meta: dict[str, Any] = {
         "row_privacy": False,
         "max_ids": spec.max_contributions,
         "sample_max_ids": True,
-        "censor_dims": True,
+        "censor_dims": censor_dims,
         "clamp_counts": True,
         "clamp_columns": True,
         "use_dpsu": False,
@@ -479,24 +664,6 @@ def smartnoise_metadata(spec: MartSpec, types: Mapping[str, str]) -> dict[str, A
     return {"warehouse": {schema: {table: table_meta}}}
 
 
-def _load_frame(
-    wh: duckdb.DuckDBPyConnection,
-    spec: MartSpec,
-    types: Mapping[str, str],
-    *,
-    limit: int | None = None,
-) -> pd.DataFrame:
-    """The columns a mart needs, typed for SmartNoise.
-
-    Rows without a privacy unit cannot be bounded per person and are left out.
-    """
-    select = ", ".join(f"CAST({_q(col)} AS {_DUCKDB_TYPE[t]}) AS {_q(col)}" for col, t in types.items())
-    sql = f"SELECT {select} FROM {_qualified(spec.source)} WHERE {_q(spec.privacy_unit)} IS NOT NULL"
-    if limit is not None:
-        sql += f" LIMIT {int(limit)}"
-    return wh.execute(sql).df()
-
-
 def _calibrate(
     cost: Callable[[float, float], tuple[float, float]],
     epsilon: float,
@@ -510,14 +677,16 @@ def _calibrate(
     parameters ``(e, d)``. The cost is linear in ``e`` (basic composition over
     the query's k noisy statistics, or less) and close to linear in ``d``, so
     one proportional step usually lands; the result never exceeds the budget
-    and is within 1e-6 (epsilon) and 1e-3 (delta) of it. The margins absorb
-    float rounding and the odometer's slightly convex
+    and is within 1e-6 (epsilon) and 1e-3 (delta) of it. A query with no
+    threshold (every grouping column public) costs no delta at all. The
+    margins absorb float rounding and the odometer's slightly convex
     ``1 - (1 - tol) * prod(1 - delta_i)``.
     """
     e, d = epsilon, delta
     for _ in range(rounds):
         ce, cd = cost(e, d)
-        if epsilon * (1 - 1e-6) <= ce <= epsilon and delta * (1 - 1e-3) <= cd <= delta:
+        delta_ok = cd == 0 or delta * (1 - 1e-3) <= cd <= delta
+        if epsilon * (1 - 1e-6) <= ce <= epsilon and delta_ok:
             return e, d
         e *= epsilon / ce * (1 - 1e-9)
         if cd > 0:
@@ -534,152 +703,130 @@ class _Plan:
     metadata: dict[str, Any]
     epsilon_stat: float
     delta_stat: float
+    epsilon: float  # what the whole mart costs: SQL statistics + quantiles
+    delta: float
+    groups: list[str]
+    public_keys: dict[str, list[Any]]
+    grid: bool
+    where: str | None
+
+    @property
+    def charge(self) -> tuple[str, float, float]:
+        return self.spec.name, self.epsilon, self.delta
 
 
 def _plan(wh: duckdb.DuckDBPyConnection, spec: MartSpec) -> _Plan:
     """Validate one mart against the warehouse schema and calibrate its budget.
 
-    Reads no rows: SmartNoise prices the query on an empty frame. Raises
-    :class:`MartSpecError` for anything wrong with the declaration or a query
-    SmartNoise rejects, so a bad mart fails before any mart touches data.
+    Reads no rows: SmartNoise prices the rewritten query without executing
+    it. Raises :class:`MartSpecError` for anything wrong with the declaration
+    or a query SmartNoise rejects, so a bad mart fails before any mart
+    touches data or budget.
     """
     import numpy as np
-    import snsql
     from snsql import Privacy
 
+    from crmshield.dp_engine import private_reader
+
     source_cols = _source_columns(wh, spec)
-    needed, measured = _referenced_columns(spec, source_cols)
+    needed, measured, groups = _referenced_columns(spec, source_cols)
     types = _column_types(spec, needed, measured, source_cols)
-    metadata = smartnoise_metadata(spec, types)
-    empty = _load_frame(wh, spec, types, limit=0)
+    keys = _typed_keys(spec, types)
+    grid = bool(groups) and all(g in keys for g in groups)
+    if spec.quantiles is not None and groups and not grid:
+        raise MartSpecError(
+            f"{spec.spec_path}: key 'quantiles': quantiles need public keys for every GROUP BY column"
+            f" ({', '.join(g for g in groups if g not in keys)} missing under 'public_keys')"
+        )
+    if spec.quantiles is not None:
+        qcol = spec.columns.get(spec.quantiles.column)
+        if qcol is None or not qcol.bounded:
+            raise MartSpecError(
+                f"{spec.spec_path}: key 'quantiles.column': declare bounds for {spec.quantiles.column!r}"
+                f" under 'columns.{spec.quantiles.column}'"
+            )
+    metadata = smartnoise_metadata(spec, types, censor_dims=not grid)
+    sql_epsilon = spec.epsilon - (spec.quantiles.epsilon if spec.quantiles else 0.0)
 
     def cost(e: float, d: float) -> tuple[float, float]:
-        reader = snsql.from_df(empty, metadata=metadata, privacy=Privacy(epsilon=e, delta=d))
+        reader = private_reader(wh, metadata=metadata, privacy=Privacy(epsilon=e, delta=d))
         with np.errstate(over="ignore", invalid="ignore"):  # odometer's exp(eps) for huge eps
             ce, cd = reader.get_privacy_cost(spec.sql)
         return float(ce), float(cd)
 
     try:
-        eps_stat, delta_stat = _calibrate(cost, spec.epsilon, spec.delta)
+        eps_stat, delta_stat = _calibrate(cost, sql_epsilon, spec.delta)
+        ce, cd = cost(eps_stat, delta_stat)
     except Exception as exc:
         raise MartSpecError(f"{spec.sql_path}: SmartNoise SQL rejects the query: {exc}") from exc
-    return _Plan(spec, types, metadata, eps_stat, delta_stat)
+    where = _parse(spec).where
+    where_sql = str(where)[len("WHERE") :].strip() if where is not None else None
+    total_eps = ce + (spec.quantiles.epsilon if spec.quantiles else 0.0)
+    return _Plan(spec, types, metadata, eps_stat, delta_stat, total_eps, cd, groups, keys, grid, where_sql)
 
 
 def _evaluate(wh: duckdb.DuckDBPyConnection, plan: _Plan) -> _Evaluated:
-    """Run one planned mart through SmartNoise SQL's pandas engine.
-
-    The source columns the query needs are loaded into pandas and SmartNoise
-    evaluates its rewritten query on an in-memory SQLite copy. A native DuckDB
-    engine for SmartNoise (no pandas/SQLite hop, no full-column load) is a
-    later issue.
-
-    Uses three private snsql 1.0.10 members (``_rewrite``,
-    ``_get_simple_accuracy``, ``_select_symbols``) so that one rewrite gives
-    the output types, the mechanisms and the accuracies: every rewrite
-    re-derives each mechanism's noise scale with OpenDP's binary search,
-    which dominates the run time.
-    """
-    import numpy as np
-    import snsql
+    """Release one planned mart: SmartNoise on DuckDB, intervals, quantiles."""
     from snsql import Privacy
 
+    from crmshield.dp_engine import DEFAULT_SALT, private_reader
+    from crmshield.dp_release import QuantileRequest, quantile_release, release
+
     spec = plan.spec
-    df = _load_frame(wh, spec, plan.types)
-    privacy = Privacy(epsilon=plan.epsilon_stat, delta=plan.delta_stat)
+    reader = private_reader(
+        wh, metadata=plan.metadata, privacy=Privacy(epsilon=plan.epsilon_stat, delta=plan.delta_stat)
+    )
     try:
-        reader = snsql.from_df(df, metadata=plan.metadata, privacy=privacy)
-        subquery, query = reader._rewrite(spec.sql)
-        out_types = [(s.name, s.expression.type()) for s in query._select_symbols]
-        mechanism = _describe_mechanisms(subquery)
-        accuracy = reader._get_simple_accuracy(query=query, subquery=subquery, alpha=CI_ALPHA)
-        result = reader.execute_df(spec.sql)
-        with np.errstate(over="ignore", invalid="ignore"):
-            spent_eps, spent_delta = (float(x) for x in reader.odometer.spent)
-        tau = getattr(reader, "tau", None)
+        rel = release(reader, spec.sql, public_keys=plan.public_keys if plan.grid else None, source_types=plan.types)
     except Exception as exc:
         raise RuntimeError(f"mart {spec.name} ({spec.sql_path}): SmartNoise failed: {exc}") from exc
-
-    tolerance = 1e-9
-    if spent_eps > spec.epsilon * (1 + tolerance) or spent_delta > spec.delta * (1 + tolerance):
-        raise RuntimeError(
-            f"mart {spec.name}: SmartNoise spent epsilon={spent_eps}, delta={spent_delta},"
-            f" over the declared budget epsilon={spec.epsilon}, delta={spec.delta}"
+    frame, column_types, mechanism = rel.frame, list(rel.column_types), rel.mechanism
+    if spec.quantiles is not None:
+        qs = spec.quantiles
+        bounds = spec.columns[qs.column]
+        request = QuantileRequest(
+            qs.column, tuple(qs.probabilities), float(bounds.lower), float(bounds.upper), qs.bins, qs.epsilon
         )
+        qframe, qtypes, _scale = quantile_release(
+            wh,
+            source=spec.source,
+            unit=spec.privacy_unit,
+            where=plan.where,
+            group_columns=rel.group_columns,
+            public_keys=plan.public_keys,
+            request=request,
+            max_contributions=spec.max_contributions,
+            salt=DEFAULT_SALT,
+        )
+        clash = {c for c, _ in qtypes} & {c for c, _ in column_types}
+        if clash:
+            raise MartSpecError(f"{spec.sql_path}: output columns {sorted(clash)} clash with the quantile columns")
+        frame = frame.merge(qframe, on=rel.group_columns, how="left") if rel.group_columns else frame.join(qframe)
+        column_types += qtypes
+        mechanism += "+laplace_histogram_quantiles"
     log.info(
-        "mart %s: %d of its groups released, epsilon=%.6g delta=%.3g"
-        " (per statistic %.4g / %.3g), censoring threshold tau=%s distinct %s",
+        "mart %s: %d cells released, epsilon=%.6g delta=%.3g (per statistic %.4g / %.3g)%s%s",
         spec.name,
-        len(result),
-        spent_eps,
-        spent_delta,
+        len(frame),
+        plan.epsilon,
+        plan.delta,
         plan.epsilon_stat,
         plan.delta_stat,
-        tau,
-        spec.privacy_unit,
+        f", censoring threshold tau={rel.tau:.1f} distinct {spec.privacy_unit}" if rel.tau is not None else "",
+        f", {rel.cells_outside_keys} groups outside the public keys not released" if rel.cells_outside_keys else "",
     )
-    frame, column_types = _with_intervals(spec, result, out_types, plan.types, accuracy)
-    return _Evaluated(spec, frame, column_types, spent_eps, spent_delta, mechanism)
-
-
-def _describe_mechanisms(subquery: Any) -> str:
-    """E.g. ``laplace+tau_threshold``, from the mechanisms SmartNoise assigned."""
-    names: set[str] = set()
-    thresholded = False
-    for sym in subquery._select_symbols:
-        mech = getattr(sym, "mechanism", None)
-        if mech is None:
-            continue
-        names.add(mech.mechanism.name)
-        thresholded = thresholded or bool(getattr(sym, "is_key_count", False))
-    parts = sorted(names)
-    if thresholded:
-        parts.append("tau_threshold")
-    return "+".join(parts) or "none"
-
-
-def _with_intervals(
-    spec: MartSpec,
-    result: pd.DataFrame,
-    out_types: Sequence[tuple[str, str]],
-    source_types: Mapping[str, str],
-    accuracy: Sequence[float | None],
-) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
-    """Add ``<measure>_ci_low/_ci_high`` for measures SmartNoise gives an accuracy for.
-
-    ``get_simple_accuracy`` covers COUNT and SUM (Laplace noise only: it says
-    nothing about clamping or per-person sampling bias). AVG and other derived
-    measures get no interval.
-    """
-    import pandas as pd
-
-    columns: dict[str, Any] = {}
-    column_types: list[tuple[str, str]] = []
-    names = list(result.columns)
-    if len(names) != len(out_types):
-        raise RuntimeError(f"mart {spec.name}: unexpected result columns {names}")
-    for i, (name, (_, t)) in enumerate(zip(names, out_types, strict=True)):
-        if t not in _DUCKDB_TYPE:
-            t = source_types.get(name, "string")
-        if not _IDENT_RE.match(name):
-            raise MartSpecError(f"{spec.sql_path}: output column {name!r} needs a plain alias (AS name)")
-        columns[name] = result[name]
-        column_types.append((name, _DUCKDB_TYPE[t]))
-        acc = accuracy[i] if i < len(accuracy) else None
-        if acc is not None and t in ("int", "float"):
-            half = float(acc)
-            values = pd.to_numeric(result[name], errors="coerce").astype("float64")
-            for suffix, vals in (
-                ("_ci_low", values - half),
-                ("_ci_high", values + half),
-            ):
-                ci = f"{name}{suffix}"
-                if ci in names:
-                    raise MartSpecError(f"{spec.sql_path}: output column {ci!r} is reserved")
-                columns[ci] = vals
-                column_types.append((ci, "DOUBLE"))
-    frame = pd.DataFrame(columns, index=result.index)
-    return frame, column_types
+    return _Evaluated(
+        spec,
+        frame,
+        column_types,
+        plan.epsilon,
+        plan.delta,
+        mechanism,
+        measures=rel.measures + [c for c, _ in column_types[len(rel.column_types) :] if not c.endswith(_CI_SUFFIXES)],
+        cells_outside_keys=rel.cells_outside_keys,
+        tau=rel.tau,
+        public_keys=plan.public_keys if plan.grid else {},
+    )
 
 
 # --------------------------------------------------------------------------
@@ -721,6 +868,34 @@ def _matches(catalog: list[dict[str, Any]] | None, specs: Sequence[MartSpec], fp
     return all(have[s.name]["spec_sha256"] == s.spec_sha256 and have[s.name]["input_fingerprint"] == fp for s in specs)
 
 
+def _column_docs(ev: _Evaluated) -> list[tuple[str, str, str, str]]:
+    """(column, type, role, description) for every published column."""
+    spec = ev.spec
+    docs: list[tuple[str, str, str, str]] = []
+    measures = set(ev.measures)
+    for name, dtype in ev.column_types:
+        if name in measures:
+            role, text = "measure", f"DP estimate of {name} (noise added; see {CATALOG_TABLE}.mechanism)"
+        elif name.endswith(_CI_SUFFIXES) and name.rsplit("_ci_", 1)[0] in measures:
+            base, end = name.rsplit("_ci_", 1)
+            role = f"ci_{end}"
+            text = (
+                f"{'lower' if end == 'low' else 'upper'} end of the 95% interval of {base},"
+                " from the mechanism's noise scale (noise only: not clamping or contribution-bound bias)"
+            )
+        elif name in ev.public_keys:
+            role, text = "key", f"grouping key; public list of {len(ev.public_keys[name])} values, every cell published"
+        else:
+            role = "key"
+            text = "grouping key; a value appears only when its noisy count of distinct" + (
+                f" {spec.privacy_unit} passes the threshold (tau = {ev.tau:.1f})"
+                if ev.tau is not None
+                else " units passes the threshold"
+            )
+        docs.append((name, dtype, role, text))
+    return docs
+
+
 def _write_analyst_db(
     path: Path,
     evaluated: Sequence[_Evaluated],
@@ -733,10 +908,12 @@ def _write_analyst_db(
 
     with duckdb.connect(str(path)) as con:
         con.execute(_CATALOG_DDL)
+        con.execute(_COLUMNS_DDL)
         con.execute(
-            f"COMMENT ON TABLE {CATALOG_TABLE} IS 'Differential privacy parameters of every"
-            f" published mart (epsilon/delta as reported by the SmartNoise odometer).'"
+            f"COMMENT ON TABLE {CATALOG_TABLE} IS 'Differential privacy parameters of every published mart:"
+            f" epsilon/delta spent, mechanism, privacy unit and contribution bound, clamping bounds, public keys.'"
         )
+        con.execute(f"COMMENT ON TABLE {COLUMNS_TABLE} IS 'What every column of every DP mart means.'")
         for ev in evaluated:
             spec = ev.spec
             table = _q(spec.name)
@@ -748,16 +925,38 @@ def _write_analyst_db(
                 casts = ", ".join(f"CAST({_q(c)} AS {t})" for c, t in ev.column_types)
                 con.execute(f"INSERT INTO {table} SELECT {casts} FROM _mart_frame")
                 con.unregister("_mart_frame")
+            for i, (name, dtype, role, text) in enumerate(_column_docs(ev)):
+                con.execute(
+                    f"INSERT INTO {COLUMNS_TABLE} VALUES (?, ?, ?, ?, ?, ?)",
+                    [spec.name, name, i + 1, dtype, role, text],
+                )
+                con.execute(f"COMMENT ON COLUMN {table}.{_q(name)} IS {_sql_literal(text)}")
+            suppression = (
+                "none: every grouping column has public keys, every cell is published"
+                if ev.public_keys
+                else (
+                    f"groups with a noisy distinct-{spec.privacy_unit} count at or below"
+                    f" tau={ev.tau:.2f} are not published"
+                    if ev.tau is not None
+                    else "none: no grouping"
+                )
+            )
             con.execute(
-                f"INSERT INTO {CATALOG_TABLE} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO {CATALOG_TABLE} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     spec.name,
+                    spec.description,
                     ev.epsilon,
                     ev.delta,
                     ev.mechanism,
+                    "basic sequential over the mart's noisy statistics",
                     spec.privacy_unit,
                     spec.max_contributions,
                     json.dumps(spec.bounds, sort_keys=True),
+                    json.dumps({k: list(map(str, v)) for k, v in ev.public_keys.items()}, sort_keys=True),
+                    suppression,
+                    1 - CI_ALPHA,
+                    json.dumps(ev.measures),
                     spec.source,
                     published_at,
                     run_id,
@@ -766,6 +965,8 @@ def _write_analyst_db(
                     len(ev.frame),
                 ],
             )
+        for view in _DOC_VIEWS:
+            con.execute(view)
         con.execute("CHECKPOINT")
 
 
@@ -842,13 +1043,27 @@ def publish_marts(
 
     if not settings.warehouse.is_file():
         raise FileNotFoundError(f"warehouse not found: {settings.warehouse}")
+    from crmshield.budget import Charge, Ledger
+    from crmshield.dp_engine import guard_connection
+
+    ledger = Ledger.open(settings)
     target.parent.mkdir(parents=True, exist_ok=True)
     safe_run_id = re.sub(r"[^A-Za-z0-9._-]", "_", run_id)
     tmp = target.with_name(f"{target.name}.tmp-{safe_run_id}")
     _remove(tmp)
+    reservation = None
     try:
         with duckdb.connect(str(settings.warehouse), read_only=True) as wh:
+            guard_connection(wh)
             plans = [_plan(wh, spec) for spec in specs]  # all checked before any data is read
+            # refused here, before any noise is drawn, if the population budget cannot cover it
+            reservation = ledger.reserve(
+                principal=PUBLISHER,
+                kind="publication",
+                charges=[Charge(*plan.charge) for plan in plans],
+                run_id=run_id,
+                composition="basic sequential over marts and their noisy statistics",
+            )
             evaluated = [_evaluate(wh, plan) for plan in plans]
         published_at = datetime.now(UTC).replace(tzinfo=None)
         _write_analyst_db(
@@ -858,12 +1073,18 @@ def publish_marts(
             input_fingerprint=input_fingerprint,
             published_at=published_at,
         )
+        os.chmod(tmp, 0o444)  # analysts get a read-only file
         _fsync(tmp)
         os.replace(tmp, target)
         _fsync(target.parent)
-    except BaseException:
+    except BaseException as exc:
         _remove(tmp)
+        if reservation is not None:
+            # nothing was released: the noisy results never left this process
+            ledger.cancel(reservation, f"publication failed before release: {type(exc).__name__}")
         raise
+    ledger.commit(reservation)
+    budget = ledger.remaining()
 
     marts = tuple(MartResult(ev.spec.name, len(ev.frame), ev.epsilon, ev.delta) for ev in evaluated)
     return PublishResult(
@@ -875,4 +1096,5 @@ def publish_marts(
         marts=marts,
         epsilon_spent=math.fsum(m.epsilon for m in marts),
         delta_spent=math.fsum(m.delta for m in marts),
+        budget=budget,
     )
