@@ -154,6 +154,47 @@ def rewrite(reader: Any, sql: str) -> tuple[Any, Any, Any]:
 # --------------------------------------------------------------------------
 
 
+def _exclude_rows_without_unit(subquery: Any, metadata: Any) -> None:
+    """Add ``<unit> IS NOT NULL`` to the innermost SELECT over the table.
+
+    A row without a privacy unit belongs to nobody SmartNoise can bound:
+    left in, all such rows would form one pseudo-person whose kept rows
+    depend on many real people. They are left out of every release (the
+    pandas path used to drop them while loading the frame).
+    """
+    from snsql._ast.ast import Query, Table, Where
+    from snsql._ast.expressions.logical import BooleanCompare, NestedBoolean
+    from snsql.sql.parse import QueryParser
+
+    units = [c.name for t in metadata.tables() for c in t.columns() if c.is_key]
+    if len(units) != 1:
+        raise DPQueryError(f"internal: expected one privacy unit column in the metadata, found {units}")
+    template = QueryParser(None).query(f"SELECT COUNT(*) AS n FROM t WHERE {units[0]} IS NOT NULL")
+    not_null = template.where.condition
+    stack = [subquery]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, Query):
+            relations = node.source.relations if node.source is not None else []
+            if any(isinstance(r.primary, Table) for r in relations):
+                if node.where is None:
+                    node.where = Where(not_null)
+                else:
+                    node.where = Where(BooleanCompare(NestedBoolean(node.where.condition), "AND", not_null))
+                continue
+        children = getattr(node, "children", None)
+        if children is None:
+            continue
+        try:
+            kids = children()
+        except TypeError:
+            continue
+        for kid in kids:
+            if kid is None or isinstance(kid, str):
+                continue
+            stack.extend(kid if isinstance(kid, list | tuple) else [kid])
+
+
 def _mechanism_name(mech: Any) -> str:
     return str(getattr(getattr(mech, "mechanism", None), "name", "unknown"))
 
@@ -257,6 +298,7 @@ def release(
             f" (grouping {group_names}, public {sorted(public_keys)})"
         )
 
+    _exclude_rows_without_unit(subquery, reader.metadata)
     exact = reader.reader._execute_ast(subquery)
     header, rows = list(exact[0]), [list(r) for r in exact[1:]]
     outside = 0

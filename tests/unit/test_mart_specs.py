@@ -49,19 +49,27 @@ def write_mart(directory: Path, name: str = "deals", yml: str = DEAL_YML, sql: s
 def test_shipped_specs_load() -> None:
     specs = load_mart_specs(SHIPPED)
     assert [s.name for s in specs] == [
-        "deal_value_by_stage",
+        "customers_by_lifecycle_segment",
+        "deal_value_by_stage_region",
         "resolution_hours_by_priority",
-        "tickets_by_month_channel",
+        "satisfaction_by_channel",
+        "tickets_by_month_channel_priority",
     ]
     for spec in specs:
         assert spec.privacy_unit == "contact_pk"
-        assert 0 < spec.epsilon <= 1.0 and 0 < spec.delta <= 1e-5
-        assert spec.source in {"marts.tickets", "marts.deal_pipeline"}
+        assert 0 < spec.epsilon <= 1.5 and 0 < spec.delta <= 1e-5
+        assert spec.source in {"marts.tickets", "marts.deal_pipeline", "marts.customers"}
         assert len(spec.spec_sha256) == 64
+        assert spec.public_keys, f"{spec.name}: every shipped mart groups by public keys only"
     by_name = {s.name: s for s in specs}
-    assert by_name["deal_value_by_stage"].bounds == {"amount": {"lower": 0.0, "upper": 50000.0}}
+    assert by_name["deal_value_by_stage_region"].bounds == {"amount": {"lower": 0.0, "upper": 50000.0}}
     assert by_name["resolution_hours_by_priority"].bounds == {"resolution_hours": {"lower": 0.0, "upper": 336.0}}
-    assert by_name["tickets_by_month_channel"].bounds == {}
+    assert by_name["tickets_by_month_channel_priority"].bounds == {}
+    months = by_name["tickets_by_month_channel_priority"].public_keys["created_month"].resolved()
+    assert months[0] == "2024-01" and months[-1] == "2026-12" and len(months) == 36
+    quantiles = by_name["resolution_hours_by_priority"].quantiles
+    assert quantiles is not None and quantiles.probabilities == (0.25, 0.5, 0.75)
+    assert quantiles.epsilon < by_name["resolution_hours_by_priority"].epsilon
 
 
 def test_spec_hash_covers_query_and_spec(tmp_path: Path) -> None:
@@ -92,6 +100,17 @@ def test_spec_hash_covers_query_and_spec(tmp_path: Path) -> None:
         (DEAL_YML.replace("type: float", "type: string"), "bounds only apply"),
         (DEAL_YML.replace("type: float", "type: money"), "key 'columns.amount.type'"),
         (DEAL_YML.replace("source: marts.deal_pipeline", "source: deal_pipeline"), "'source'"),
+        (DEAL_YML + "public_keys:\n  stage: []\n", "key 'public_keys.stage'"),
+        (DEAL_YML + "public_keys:\n  stage: [a, a]\n", "duplicates"),
+        (DEAL_YML + "public_keys:\n  stage: {months: {from: 2024-13, to: 2025-01}}\n", "public_keys.stage.months"),
+        (DEAL_YML + "public_keys:\n  stage: {months: {from: '2025-02', to: '2025-01'}}\n", "is after 'to'"),
+        (DEAL_YML + "public_keys:\n  stage: {weeks: 3}\n", "unknown key 'public_keys.stage.weeks'"),
+        (
+            DEAL_YML + "quantiles: {column: amount, probabilities: [0.5], epsilon: 1.0}\n",
+            "must be below the mart's epsilon",
+        ),
+        (DEAL_YML + "quantiles: {column: amount, probabilities: [1.5], epsilon: 0.1}\n", "between 0 and 1"),
+        (DEAL_YML + "quantiles: {column: amount, probabilities: [0.5], epsilon: 0.1, bins: 2}\n", "bins"),
     ],
 )
 def test_invalid_spec_names_file_and_key(tmp_path: Path, yml: str, expected: str) -> None:
@@ -156,7 +175,7 @@ def test_smartnoise_metadata_is_person_level(tmp_path: Path) -> None:
                     "row_privacy": False,
                     "max_ids": 2,
                     "sample_max_ids": True,
-                    "censor_dims": True,
+                    "censor_dims": True,  # no public keys: rare groups are thresholded
                     "clamp_counts": True,
                     "clamp_columns": True,
                     "use_dpsu": False,
@@ -200,6 +219,12 @@ def test_publish_result_to_dict_is_json_safe() -> None:
     data = json.loads(json.dumps(result.to_dict()))
     assert data["analyst_db"] == "/x/analyst.duckdb"
     assert data["marts"] == [{"name": "m", "rows": 3, "epsilon": 0.5, "delta": 1e-6}]
+
+
+def test_month_range_public_keys(tmp_path: Path) -> None:
+    write_mart(tmp_path, yml=DEAL_YML + "public_keys:\n  stage: {months: {from: '2025-11', to: '2026-02'}}\n")
+    (spec,) = load_mart_specs(tmp_path)
+    assert spec.public_keys["stage"].resolved() == ["2025-11", "2025-12", "2026-01", "2026-02"]
 
 
 def test_import_is_light() -> None:
