@@ -1,6 +1,6 @@
 # Quick start: `make demo` runs the pipeline on a generated sample; `make test` runs the tests.
 # Both set themselves up (uv, .venv from uv.lock, Java check) via scripts/bootstrap.sh.
-.PHONY: setup demo test test-fast lint bench bench-10m clean
+.PHONY: setup demo test test-fast lint bench bench-10m bench-dp clean
 
 VENV := .venv/bin
 BENCH_ARGS ?=
@@ -32,6 +32,10 @@ bench: setup
 
 bench-10m: setup
 	$(VENV)/python -m crmshield.bench --contacts 10000000 $(BENCH_ARGS)
+
+# DP engine benchmark, one process, 1M rows: plain DuckDB vs SmartNoise on DuckDB vs SmartNoise's pandas engine.
+bench-dp: setup
+	$(VENV)/python -m crmshield.dp_bench $(BENCH_ARGS)
 
 clean:
 	rm -rf data .airflow dbt_project/target dbt_project/logs spark-warehouse

@@ -94,6 +94,7 @@ def build_manifest(settings: Settings, run_id: str, stages: dict[str, dict[str, 
         "epsilon_spent": publish.get("epsilon_spent", 0.0),
         "delta_spent": publish.get("delta_spent", 0.0),
         "marts": marts,
+        "dp_budget": publish.get("budget", {}),
         "timings": {s: v.get("seconds") for s, v in stages.items()},
         "stages": stages,
     }

@@ -102,9 +102,19 @@ def test_marts_are_published_with_their_budget(run):
         assert catalog, "the catalog lists the published marts"
         for mart, eps, delta, unit in catalog:
             assert mart in tables and eps > 0 and 0 <= delta < 1e-3 and unit == "contact_pk"
-        # small cells are suppressed by design; the four priorities are large enough at this size
-        assert con.execute("SELECT count(*) FROM resolution_hours_by_priority").fetchone()[0] > 0
-    assert {"tickets_by_month_channel", "resolution_hours_by_priority", "deal_value_by_stage"} <= tables
+        # every mart groups by public keys only: each declared cell is published, with its interval
+        assert con.execute("SELECT count(*) FROM resolution_hours_by_priority").fetchone()[0] == 4
+        assert con.execute("SELECT count(*) FROM tickets_by_month_channel_priority").fetchone()[0] == 36 * 5 * 4
+        docs = con.execute("SELECT count(*) FROM dp_docs WHERE role = 'ci_low'").fetchone()[0]
+        assert docs > 0
+    assert {
+        "tickets_by_month_channel_priority",
+        "resolution_hours_by_priority",
+        "deal_value_by_stage_region",
+        "satisfaction_by_channel",
+        "customers_by_lifecycle_segment",
+    } <= tables
+    assert m["stages"]["publish"]["budget"]["population"]["spent_epsilon"] == pytest.approx(m["epsilon_spent"])
     assert m["epsilon_spent"] == pytest.approx(sum(r[1] for r in catalog))
     assert Path(m["artifacts"]["run_report"]).is_file()
     assert Path(m["artifacts"]["analyst_database"]) == settings.published
