@@ -1,12 +1,16 @@
 """crmshield command line.
 
 Exit codes: 0 success; 1 a stage failed (validation, dbt, publication...);
-2 bad usage; 3 Java missing or too old; 4 no pseudonymization key.
+2 bad usage; 3 Java missing or too old; 4 no pseudonymization key;
+5 a DP query was refused (not one aggregate over a DP-queryable table: nothing
+spent); 6 the privacy budget refused it (would exceed a budget, or the analyst
+has no budget: nothing ran).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -23,7 +27,10 @@ from crmshield.config import Settings
 app = typer.Typer(
     help="Privacy-first analytics pipeline for CRM exports: ingest, pseudonymize (Spark), "
     "validate (Great Expectations), model (dbt on DuckDB) and publish DP marts (SmartNoise).\n\n"
-    "Exit codes: 0 success, 1 a stage failed, 2 bad usage, 3 Java missing or too old, 4 no pseudonymization key.",
+    'Interactive DP queries: `crmshield query "SQL"` (--explain to see the cost first), '
+    "`crmshield budget` for what is left.\n\n"
+    "Exit codes: 0 success, 1 a stage failed, 2 bad usage, 3 Java missing or too old, 4 no pseudonymization key, "
+    "5 DP query refused (nothing spent), 6 privacy budget refused (over budget or unknown analyst).",
     no_args_is_help=True,
     add_completion=False,
 )
@@ -31,6 +38,7 @@ console = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
 
 EXIT_STAGE_FAILED, EXIT_JAVA, EXIT_KEY = 1, 3, 4
+EXIT_USAGE, EXIT_QUERY_REFUSED, EXIT_BUDGET_REFUSED = 2, 5, 6
 DAG_ID = "crm_privacy_pipeline"
 
 DataDir = Annotated[
@@ -362,7 +370,8 @@ def run_dag(settings: Settings, run_id: str, show_progress: bool = True) -> Path
 
 
 EXAMPLE_QUERY = (
-    "SELECT channel, sum(tickets) AS tickets FROM tickets_by_month_channel GROUP BY channel ORDER BY tickets DESC"
+    "SELECT channel, sum(tickets) AS tickets FROM tickets_by_month_channel_priority GROUP BY channel"
+    " ORDER BY tickets DESC"
 )
 
 
@@ -437,6 +446,188 @@ def _print_summary(m: dict[str, Any], generated: dict[str, int], seconds: float)
     with duckdb.connect(a["analyst_database"], read_only=True) as con:
         for row in con.execute(EXAMPLE_QUERY).fetchall():
             out.print(f"  {row[0]:<8} {row[1]:>10,.0f}")
+
+
+# --------------------------------------------------------------------------
+# Interactive DP queries and the budget
+# --------------------------------------------------------------------------
+
+AnalystOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--analyst",
+        help="Analyst identity (default: $CRMSHIELD_ANALYST, else the OS user); it needs a budget in "
+        "config/dp_budget.yml.",
+    ),
+]
+
+
+def _dp_guarded(as_json: bool, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Run a DP query step; refusals get their own exit codes (5 query refused, 6 budget refused)."""
+    from rich.markup import escape
+
+    from crmshield.budget import BudgetConfigError, BudgetRefused
+    from crmshield.dp_query import QueryTablesError
+    from crmshield.dp_release import DPQueryError
+
+    def refuse(kind: str, message: str, code: int) -> typer.Exit:
+        if as_json:
+            out.print_json(json.dumps({"status": "refused", "refused_by": kind, "message": message}))
+        label = "refused" if kind == "query" else "refused by the privacy budget"
+        console.print(f"[bold red]{label}:[/] {escape(message.removeprefix('refused: '))}")
+        return typer.Exit(code)
+
+    try:
+        return fn(*args, **kwargs)
+    except DPQueryError as exc:
+        raise refuse("query", str(exc), EXIT_QUERY_REFUSED) from None
+    except BudgetRefused as exc:
+        raise refuse("budget", exc.message, EXIT_BUDGET_REFUSED) from None
+    except (BudgetConfigError, QueryTablesError) as exc:  # invalid configuration: the operator's to fix
+        console.print(f"[bold red]error:[/] {escape(str(exc))}")
+        raise typer.Exit(EXIT_STAGE_FAILED) from None
+    except ValueError as exc:  # no identity, bad epsilon
+        console.print(f"[bold red]error:[/] {escape(str(exc))}")
+        raise typer.Exit(EXIT_USAGE) from None
+    except Exception as exc:
+        console.print(f"[bold red]error:[/] {escape(str(exc))}")
+        raise typer.Exit(EXIT_STAGE_FAILED) from None
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:,.2f}" if abs(value) < 1e9 else f"{value:.4g}"
+    return str(value)
+
+
+@app.command()
+def query(
+    sql: Annotated[str, typer.Argument(help="One aggregate SELECT over a DP-queryable warehouse table.")],
+    analyst: AnalystOpt = None,
+    epsilon: Annotated[
+        float | None,
+        typer.Option(help="Privacy cost of this query (default: the table's, in config/dp_query_tables.yml)."),
+    ] = None,
+    explain: Annotated[
+        bool, typer.Option("--explain", help="Show cost, expected error and suppression; spend nothing.")
+    ] = False,
+    data_dir: DataDir = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Differentially private aggregate query on the warehouse, charged to your privacy budget.
+
+    One SELECT with COUNT, SUM, AVG, VAR or STDDEV over one table declared in
+    config/dp_query_tables.yml (marts.tickets, marts.deal_pipeline,
+    marts.customers), optional WHERE and GROUP BY plain columns; ORDER BY
+    and LIMIT are applied to the released rows. Each measure comes with a
+    95% interval (<measure>_ci_low, <measure>_ci_high). The cost is charged
+    to your budget and the population's before the query runs; rare groups
+    are suppressed unless every GROUP BY column has public keys. Joins,
+    subqueries, HAVING, non-aggregate queries, other tables and file readers
+    are refused (exit 5, nothing spent); a query over budget or from an
+    identity without a budget is refused (exit 6). Every query, explain and
+    refusal is audited in <data>/restricted/dp_query_audit.jsonl.
+
+    Example: crmshield query --explain "SELECT channel, COUNT(*) AS tickets,
+    AVG(resolution_hours) AS avg_hours FROM marts.tickets WHERE is_solved
+    GROUP BY channel"
+    """
+    from rich.table import Table
+
+    from crmshield.dp_query import DPSession, format_budget
+
+    if epsilon is not None and not (math.isfinite(epsilon) and epsilon > 0):
+        raise typer.BadParameter("must be a finite number > 0", param_hint="--epsilon")
+    session = _dp_guarded(as_json, DPSession, _settings(data_dir), analyst)
+    if explain:
+        explanation = _dp_guarded(as_json, session.explain, sql, epsilon)
+        _emit(explanation.to_dict(), as_json, _escape_markup(explanation.describe()))
+        return
+    result = _dp_guarded(as_json, session.query, sql, epsilon)
+    if as_json:
+        _emit(result.to_dict(), True, "")
+        return
+    table = Table(title=f"{result.table}: differentially private result ({len(result.frame)} rows)")
+    numeric = {"BIGINT", "DOUBLE"}
+    for name, dtype in result.column_types:
+        table.add_column(name, justify="right" if dtype in numeric else "left", overflow="fold")
+    for row in result.records():
+        table.add_row(*(_cell(row.get(name)) for name, _ in result.column_types))
+    out.print(table)
+    out.print(
+        _escape_markup(
+            f"query {result.query_id}: spent epsilon={result.epsilon:.4g}, delta={result.delta:.4g}"
+            f" ({result.mechanism}); 95% intervals in the *_ci_low/*_ci_high columns (noise only).\n"
+            f"Suppression: {result.explanation.suppression}\n"
+            f"Remaining: {format_budget(result.remaining)}"
+        )
+    )
+
+
+def _escape_markup(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+@app.command()
+def budget(
+    analyst: Annotated[
+        str | None,
+        typer.Option("--analyst", help="Only this analyst and their entries (default: every analyst)."),
+    ] = None,
+    limit: Annotated[int, typer.Option(min=0, help="How many recent ledger entries to show.")] = 20,
+    data_dir: DataDir = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Remaining privacy budgets (population and analysts) and the most recent ledger entries.
+
+    Budgets refresh at the start of each UTC period (day, week, month or
+    quarter, per config/dp_budget.yml). Exit 6 for an analyst without a budget."""
+    from rich.table import Table
+
+    from crmshield.dp_query import budget_report
+
+    report = _dp_guarded(as_json, budget_report, _settings(data_dir), analyst, limit=limit)
+    if as_json:
+        _emit(report, True, "")
+        return
+    budgets = Table(title="Privacy budgets (remaining of cap)")
+    for col in ("scope", "name", "period", "epsilon left", "delta left", "refreshes at"):
+        budgets.add_column(col, justify="right" if col.endswith("left") else "left")
+    rows = [("population", report["population"])] + [("analyst", u) for u in report["analysts"].values()]
+    for scope, u in rows:
+        budgets.add_row(
+            scope,
+            u["name"],
+            u["period"],
+            f"{u['remaining_epsilon']:.4g} of {u['cap_epsilon']:.4g}",
+            f"{u['remaining_delta']:.3g} of {u['cap_delta']:.3g}",
+            u["refreshes_at"],
+        )
+    out.print(budgets)
+    entries = Table(title=f"Recent ledger entries (newest first, at most {limit})")
+    for col in ("time (UTC)", "principal", "kind", "status", "epsilon", "delta", "what"):
+        entries.add_column(col, justify="right" if col in ("epsilon", "delta") else "left", overflow="fold")
+    for e in report["entries"]:
+        what = " ".join(str(e["what"]).split())
+        entries.add_row(
+            str(e["created_at"])[:19].replace("T", " "),
+            str(e["principal"]),
+            str(e["kind"]),
+            str(e["status"]),
+            f"{e['epsilon']:.4g}",
+            f"{e['delta']:.3g}",
+            _escape_markup(what if len(what) <= 80 else what[:77] + "..."),
+        )
+    out.print(entries)
+    out.print(_escape_markup(f"ledger: {report['ledger']}; query audit log: {report['audit_log']}"))
 
 
 def main() -> None:  # pragma: no cover
