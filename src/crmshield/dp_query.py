@@ -635,7 +635,7 @@ def _plan(sql: str, tables: QueryTables, epsilon: float | None) -> _Plan:
     from snsql.sql.parse import QueryParser
 
     from crmshield.dp_engine import private_reader
-    from crmshield.dp_release import refusal, rewrite
+    from crmshield.dp_release import refusal, rewrite, spends_no_delta
     from crmshield.publish import _calibrate
 
     text = _precheck(sql, tables)
@@ -732,6 +732,8 @@ def _plan(sql: str, tables: QueryTables, epsilon: float | None) -> _Plan:
             ce, cd = cost(eps_stat, delta_stat)
             final = reader_for(eps_stat, delta_stat)
             parsed_final, subquery, outer = rewrite(final, text)
+            if spends_no_delta(subquery):
+                cd = 0.0  # no threshold, Laplace only: pure epsilon-DP
         except DPQueryError:
             raise
         except Exception as exc:

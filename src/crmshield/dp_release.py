@@ -37,6 +37,7 @@ Nothing here writes anything or spends budget: callers account for
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import math
@@ -193,6 +194,19 @@ def _exclude_rows_without_unit(subquery: Any, metadata: Any) -> None:
             if kid is None or isinstance(kid, str):
                 continue
             stack.extend(kid if isinstance(kid, list | tuple) else [kid])
+
+
+def spends_no_delta(subquery: Any) -> bool:
+    """True when the rewritten query is pure epsilon-DP: no tau threshold (no
+    key count) and every mechanism has delta 0 (Laplace).
+
+    SmartNoise's cost accounting still reports a delta (it adds a slack of
+    half the requested delta to every odometer), so callers set the charged
+    delta to 0 themselves in this case.
+    """
+    mechs = [s.mechanism for s in subquery._select_symbols if s.mechanism is not None]
+    keycount = any(bool(s.is_key_count) for s in subquery._select_symbols)
+    return bool(mechs) and not keycount and all(float(m.delta or 0.0) == 0.0 for m in mechs)
 
 
 def _mechanism_name(mech: Any) -> str:
@@ -456,6 +470,7 @@ def _interval(
 # --------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=256)
 def histogram_scale(max_contributions: int, epsilon: float) -> float:
     """Laplace scale for a histogram where one person changes at most
     ``max_contributions`` counts by one each (L1 sensitivity), found with

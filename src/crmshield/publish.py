@@ -727,6 +727,7 @@ def _plan(wh: duckdb.DuckDBPyConnection, spec: MartSpec) -> _Plan:
     from snsql import Privacy
 
     from crmshield.dp_engine import private_reader
+    from crmshield.dp_release import rewrite, spends_no_delta
 
     source_cols = _source_columns(wh, spec)
     needed, measured, groups = _referenced_columns(spec, source_cols)
@@ -757,8 +758,12 @@ def _plan(wh: duckdb.DuckDBPyConnection, spec: MartSpec) -> _Plan:
     try:
         eps_stat, delta_stat = _calibrate(cost, sql_epsilon, spec.delta)
         ce, cd = cost(eps_stat, delta_stat)
+        probe = private_reader(wh, metadata=metadata, privacy=Privacy(epsilon=eps_stat, delta=delta_stat))
+        _, subquery, _ = rewrite(probe, spec.sql)
     except Exception as exc:
         raise MartSpecError(f"{spec.sql_path}: SmartNoise SQL rejects the query: {exc}") from exc
+    if spends_no_delta(subquery):
+        cd = 0.0  # no threshold, Laplace only: pure epsilon-DP (SmartNoise's odometer adds a delta slack anyway)
     where = _parse(spec).where
     where_sql = str(where)[len("WHERE") :].strip() if where is not None else None
     total_eps = ce + (spec.quantiles.epsilon if spec.quantiles else 0.0)
@@ -805,7 +810,7 @@ def _evaluate(wh: duckdb.DuckDBPyConnection, plan: _Plan) -> _Evaluated:
         column_types += qtypes
         mechanism += "+laplace_histogram_quantiles"
     log.info(
-        "mart %s: %d cells released, epsilon=%.6g delta=%.3g (per statistic %.4g / %.3g)%s%s",
+        "mart %s: %d cells released, epsilon=%.6g delta=%.3g (per statistic %.4g / %.3g)%s",
         spec.name,
         len(frame),
         plan.epsilon,
@@ -813,8 +818,14 @@ def _evaluate(wh: duckdb.DuckDBPyConnection, plan: _Plan) -> _Evaluated:
         plan.epsilon_stat,
         plan.delta_stat,
         f", censoring threshold tau={rel.tau:.1f} distinct {spec.privacy_unit}" if rel.tau is not None else "",
-        f", {rel.cells_outside_keys} groups outside the public keys not released" if rel.cells_outside_keys else "",
     )
+    if rel.cells_outside_keys:
+        # operator log only (the count is not DP): the public key list may be incomplete
+        log.warning(
+            "mart %s: groups with values outside public_keys in %s were not released; check the key lists",
+            spec.name,
+            spec.spec_path,
+        )
     return _Evaluated(
         spec,
         frame,

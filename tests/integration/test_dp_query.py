@@ -158,7 +158,8 @@ def test_explain_spends_nothing_and_reports_cost_error_and_suppression(settings:
     # cost: SmartNoise's accounting calibrated to the table default (0.5) / the requested epsilon
     assert 0.5 * (1 - 1e-6) <= grid.epsilon <= 0.5 and grid.requested_epsilon == 0.5
     assert 0.3 * (1 - 1e-6) <= rare.epsilon <= 0.3
-    assert 0 < grid.delta <= 1e-7 and 0 < rare.delta <= 1e-7
+    assert grid.delta == 0.0  # full public grid, Laplace only: pure epsilon-DP
+    assert 0 < rare.delta <= 1e-7  # the threshold is what costs delta
     assert len(grid.statistics) == 3 and math.isclose(grid.epsilon_per_statistic * 3, grid.epsilon, rel_tol=1e-6)
     # expected error: +/- half-widths for COUNT and SUM, a statement for AVG
     by_name = {m.name: m for m in grid.measures}
@@ -221,7 +222,7 @@ def test_query_spends_is_audited_and_releases_intervals(settings: Settings) -> N
     assert entry["principal"] == "alice" and entry["analyst"] == "alice"
     assert entry["what"] == sql and entry["run_id"] == result.query_id
     assert entry["epsilon"] == pytest.approx(result.epsilon) and 0.5 * (1 - 1e-6) <= entry["epsilon"] <= 0.5
-    assert entry["delta"] == pytest.approx(result.delta) and entry["delta"] > 0
+    assert entry["delta"] == pytest.approx(result.delta) == 0.0  # public grid: no threshold, no delta
     assert "basic sequential" in entry["composition"]
     assert entry["created_at"].startswith(T0.date().isoformat())
     # both budgets charged
