@@ -472,15 +472,28 @@ def test_benchmark_smoke(tmp_path, capsys):
         "pandas: from_df (-> SQLite)",
         "pandas: query",
         "pandas: set-up + query",
-        "engine / plain = ",
-        "pandas (set-up + query) / engine = ",
+        "engine, public keys (marts)",
+        "pandas: query, public keys",
+        "[keys secret (tau threshold)] engine / plain = ",
+        "[public keys (how the marts run)] pandas (set-up + query) / engine = ",
     ):
         assert label in printed
-    assert printed.count("PASS") + printed.count("MISS") == 3
+    assert printed.count("PASS") + printed.count("MISS") == 6  # 3 targets x 2 configurations
     figures = json.loads(out.read_text())
     assert figures["rows"] == 2000
-    for key in ("plain", "engine", "engine_sql", "fixed_overhead", "pandas_setup", "pandas_query", "pandas_total"):
+    for key in (
+        "plain",
+        "engine",
+        "engine_sql",
+        "engine_public_keys",
+        "fixed_overhead",
+        "pandas_setup",
+        "pandas_query",
+        "pandas_total",
+        "pandas_public_keys_query",
+    ):
         assert figures[key]["median_s"] > 0
+    assert set(figures["targets"]) == {"threshold", "public_keys"}
     assert figures["engine_released_rows"] >= 0
 
 
