@@ -87,6 +87,9 @@ from typing import TYPE_CHECKING, Any
 from snsql.sql.private_reader import PrivateReader
 from snsql.sql.reader.base import NameCompare, Serializer, SqlReader
 
+# one error class for every DP refusal, whichever layer finds it
+from crmshield.dp_release import DPQueryError
+
 if TYPE_CHECKING:
     import duckdb
     from snsql.sql.privacy import Privacy
@@ -457,10 +460,6 @@ def _install_measurement_cache(laplace: type, gaussian: type) -> None:
     gaussian_release._crmshield_cached = True  # type: ignore[attr-defined]
     laplace.release = laplace_release
     gaussian.release = gaussian_release
-
-
-class DPQueryError(ValueError):
-    """A query SmartNoise SQL refuses, with a message that says why and what to do."""
 
 
 _SUPPORTED = (
