@@ -17,14 +17,15 @@ on the distinct-person count); DuckDB computes the exact aggregates through
   does not appear.
 * **Intervals.** Every measure gets ``<measure>_ci_low``/``<measure>_ci_high``
   from the noise scale of the mechanisms behind it. A bare COUNT or SUM gets
-  the exact Laplace/Gaussian quantile (``mechanism.accuracy``); a count's
-  interval is cut at 0. A derived measure (AVG, VAR, STDDEV, arithmetic on
-  aggregates) gets a parametric interval: the released noisy statistics
-  minus fresh draws from the same noise distributions, pushed through the
-  measure's formula, 2.5th and 97.5th percentiles. Both use only released
-  values and public noise scales, so they are post-processing and cost no
-  privacy. They describe noise only, not the bias from clamping to the
-  declared bounds or from the per-person contribution bound.
+  the exact Laplace/Gaussian quantile (``mechanism.accuracy``); when the
+  reader clamps noisy counts at 0 (``clamp_counts``), so is the interval.
+  A derived measure (AVG, VAR, STDDEV, arithmetic on aggregates) gets a
+  parametric interval: the released noisy statistics minus fresh draws
+  from the same noise distributions, pushed through the measure's formula,
+  2.5th and 97.5th percentiles. Both use only released values and public
+  noise scales, so they are post-processing and cost no privacy. They
+  describe noise only, not the bias from clamping to the declared bounds or
+  from the per-person contribution bound.
 * **Quantiles** (:class:`QuantileRequest`): a noisy histogram of one bounded
   column over public equal-width bins (Laplace, sensitivity =
   max_contributions, from OpenDP), per public group; quantiles are read off
@@ -386,7 +387,9 @@ def release(
             columns[name].append(_convert(val, t if t in _DUCKDB_TYPE else src_types.get(name, "float")))
             if refs[j] is None:
                 continue
-            lo, hi = _interval(ne, refs[j], row, released, mechs, is_count, lower_names, z, rng, agg_names[j])
+            lo, hi = _interval(
+                ne, refs[j], row, released, mechs, is_count, lower_names, z, rng, agg_names[j], clamp_counts
+            )
             columns[f"{name}_ci_low"].append(lo)
             columns[f"{name}_ci_high"].append(hi)
 
@@ -419,6 +422,7 @@ def _interval(
     half_width: Mapping[int, float],
     rng: np.random.Generator,
     agg_name: str = "",
+    clip_counts: bool = True,
 ) -> tuple[float | None, float | None]:
     import numpy as np
 
@@ -432,8 +436,8 @@ def _interval(
             return None, None
         centre = float(noisy[i])
         lo, hi = centre - half_width[i], centre + half_width[i]
-        if is_count[i]:
-            lo, hi = max(lo, 0.0), max(hi, 0.0)
+        if is_count[i] and clip_counts:
+            lo, hi = max(lo, 0.0), max(hi, 0.0)  # the released count was cut at 0 too
         return lo, hi
     # derived measure: parametric interval by re-drawing the noise
     draws: dict[int, np.ndarray] = {}

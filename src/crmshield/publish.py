@@ -648,7 +648,9 @@ def smartnoise_metadata(spec: MartSpec, types: Mapping[str, str], *, censor_dims
         "max_ids": spec.max_contributions,
         "sample_max_ids": True,
         "censor_dims": censor_dims,
-        "clamp_counts": True,
+        # unbiased counts: an empty cell may come out slightly negative, but sums over
+        # cells (what analysts do in SQL) stay unbiased; cutting at 0 would inflate them
+        "clamp_counts": False,
         "clamp_columns": True,
         "use_dpsu": False,
     }

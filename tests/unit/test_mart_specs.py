@@ -176,7 +176,7 @@ def test_smartnoise_metadata_is_person_level(tmp_path: Path) -> None:
                     "max_ids": 2,
                     "sample_max_ids": True,
                     "censor_dims": True,  # no public keys: rare groups are thresholded
-                    "clamp_counts": True,
+                    "clamp_counts": False,
                     "clamp_columns": True,
                     "use_dpsu": False,
                     "contact_pk": {"type": "string", "private_id": True},
