@@ -49,6 +49,8 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from crmshield.yamlconfig import format_validation_error
+
 if TYPE_CHECKING:
     from crmshield.config import Settings
 
@@ -231,36 +233,12 @@ class _BudgetFile(_Strict):
     analysts: dict[str, _BudgetModel] = Field(default_factory=dict)
 
 
-def _config_error(path: Path, err: ValidationError) -> str:
-    problems = []
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        if e["type"] == "extra_forbidden":
-            problems.append(f"{path}: unknown key '{loc}'")
-        elif e["type"] == "missing":
-            problems.append(f"{path}: missing required key '{loc}'")
-        else:
-            problems.append(f"{path}: key '{loc}': {e['msg']}")
-    return "\n".join(problems)
-
-
 def load_budget_config(path: Path) -> BudgetConfig:
     """Read and validate the budget file; errors name the file and the key."""
-    import yaml
+    from crmshield.yamlconfig import read_mapping
 
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise BudgetConfigError(f"{path}: privacy budget configuration not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BudgetConfigError(f"{path}: cannot read: {exc}") from None
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise BudgetConfigError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(doc, Mapping):
-        raise BudgetConfigError(f"{path}: expected a mapping of keys, got {type(doc).__name__}")
+    doc = read_mapping(path, BudgetConfigError, "privacy budget configuration")
     analysts = doc.get("analysts")
     if isinstance(analysts, Mapping):
         for name in analysts:
@@ -271,7 +249,7 @@ def load_budget_config(path: Path) -> BudgetConfig:
     try:
         model = _BudgetFile.model_validate(doc)
     except ValidationError as exc:
-        raise BudgetConfigError(_config_error(path, exc)) from None
+        raise BudgetConfigError(format_validation_error(path, exc)) from None
 
     def budget(m: _BudgetModel) -> Budget:
         return Budget(epsilon=float(m.epsilon), delta=float(m.delta), period=m.period)

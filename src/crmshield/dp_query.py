@@ -76,7 +76,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from crmshield.dp_release import CI_ALPHA, DPQueryError
-from crmshield.publish import PublicKeysSpec, _format_validation_error
+from crmshield.publish import PublicKeysSpec
+from crmshield.yamlconfig import format_validation_error, read_mapping
 
 if TYPE_CHECKING:
     import duckdb
@@ -218,21 +219,8 @@ def query_tables_path(settings: Settings) -> Path:
 
 def load_query_tables(path: Path) -> QueryTables:
     """Read and validate the DP-queryable tables; errors name the file and the key."""
-    import yaml
-
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise QueryTablesError(f"{path}: DP-queryable tables configuration not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise QueryTablesError(f"{path}: cannot read: {exc}") from None
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise QueryTablesError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(doc, Mapping):
-        raise QueryTablesError(f"{path}: expected a mapping of keys, got {type(doc).__name__}")
+    doc = read_mapping(path, QueryTablesError, "DP-queryable tables configuration")
     tables = doc.get("tables")
     if isinstance(tables, Mapping):
         for name in tables:
@@ -241,7 +229,7 @@ def load_query_tables(path: Path) -> QueryTables:
     try:
         model = _QueryTablesFile.model_validate(doc)
     except ValidationError as exc:
-        raise QueryTablesError(_format_validation_error(path, exc)) from None
+        raise QueryTablesError(format_validation_error(path, exc)) from None
     lowered = [n.lower() for n in model.tables]
     if len(set(lowered)) != len(lowered):
         raise QueryTablesError(f"{path}: key 'tables': table names repeat (names are case-insensitive)")

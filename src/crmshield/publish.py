@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from crmshield.config import Settings
+from crmshield.yamlconfig import format_validation_error
 
 if TYPE_CHECKING:
     import duckdb
@@ -294,19 +295,6 @@ class MartSpec(MartSpecFile):
         }
 
 
-def _format_validation_error(path: Path, err: ValidationError) -> str:
-    lines = []
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        if e["type"] == "extra_forbidden":
-            lines.append(f"{path}: unknown key '{loc}'")
-        elif e["type"] == "missing":
-            lines.append(f"{path}: missing required key '{loc}'")
-        else:
-            lines.append(f"{path}: key '{loc}': {e['msg']}")
-    return "\n".join(lines)
-
-
 def _spec_sha256(sql_bytes: bytes, yml_bytes: bytes) -> str:
     h = hashlib.sha256()
     h.update(b"crmshield-mart-spec-v1\0yml\0")
@@ -353,7 +341,7 @@ def load_mart_spec(spec_path: Path) -> MartSpec:
     try:
         file_spec = MartSpecFile.model_validate(data)
     except ValidationError as exc:
-        raise MartSpecError(_format_validation_error(spec_path, exc)) from None
+        raise MartSpecError(format_validation_error(spec_path, exc)) from None
     try:
         sql_text = sql_bytes.decode("utf-8")
     except UnicodeDecodeError as exc:
