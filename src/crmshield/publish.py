@@ -14,19 +14,29 @@ Each mart is declared as a file pair under ``sql/marts/``:
       delta: 1.0e-6
       columns:                       # optional: types and bounds
         resolution_hours: {type: float, lower: 0, upper: 336}
+      public_keys:                   # optional: grouping values that are not secret
+        channel: [email, web, chat, voice, api]
+        created_month: {months: {from: "2024-01", to: "2026-12"}}
+      quantiles:                     # optional: DP quantiles of one bounded column
+        {column: resolution_hours, probabilities: [0.25, 0.5, 0.75], bins: 48, epsilon: 0.5}
 
 ``epsilon`` and ``delta`` are the budget of the whole mart. SmartNoise SQL
 charges its per-statistic ``Privacy(epsilon=...)`` once for every noisy
 statistic in the rewritten query (the distinct-person count used to censor
 rare groups, each ``SUM`` and each ``COUNT``), so :func:`publish_marts`
 calibrates the per-statistic parameters until SmartNoise's own accounting
-(``get_privacy_cost``) matches the declared budget, then records what the
-reader's odometer reports after execution.
+(``get_privacy_cost``) matches the declared budget less the quantiles'
+share. A mart whose grouping columns all have public keys is released as the
+full grid of key values, with no threshold and no delta.
 
-:func:`publish_marts` evaluates every mart with SmartNoise's pandas engine
-(``snsql.from_df``), writes the results and a ``_dp_catalog`` table into a
-fresh DuckDB file and moves it onto ``settings.published`` atomically. The
-analyst database never holds row-level data.
+:func:`publish_marts` plans every mart without reading data, reserves the
+total in the privacy-budget ledger (:mod:`crmshield.budget`; refused before
+any noise is drawn when over budget), releases each mart with SmartNoise on
+DuckDB (:mod:`crmshield.dp_engine`, :mod:`crmshield.dp_release`: 95%
+intervals for every measure), writes the marts, ``_dp_catalog``,
+``_dp_columns`` and the ``dp_marts``/``dp_docs`` views into a fresh DuckDB
+file, makes it read-only and moves it onto ``settings.published``
+atomically. The analyst database never holds row-level data.
 
 Heavy libraries (snsql, pandas, duckdb, yaml) are imported inside functions:
 Airflow DAG files import this package.
@@ -1003,11 +1013,15 @@ def publish_marts(
     * Skips (spending nothing) when the current analyst DB's ``_dp_catalog``
       already records this ``input_fingerprint`` and the same spec hash for
       exactly the declared marts.
-    * Otherwise opens the warehouse read-only, evaluates each mart with
-      SmartNoise SQL (pandas engine), writes the marts plus ``_dp_catalog`` to
-      ``<published>.tmp-<run_id>`` and ``os.replace``-s it onto
-      ``settings.published``. On any failure the temp file is removed and the
-      previous analyst DB is left as it was.
+    * Otherwise opens the warehouse read-only (guarded), plans every mart,
+      reserves their total epsilon/delta in the ledger (``BudgetExceeded``
+      before any noise is drawn), releases each mart with SmartNoise on
+      DuckDB, writes the marts plus ``_dp_catalog``/``_dp_columns`` and the
+      documentation views to ``<published>.tmp-<run_id>``, makes it 0444 and
+      ``os.replace``-s it onto ``settings.published``; then commits the
+      reservation. On any failure the temp file is removed, the reservation
+      is cancelled (nothing was released) and the previous analyst DB is
+      left as it was.
 
     ``marts_dir`` defaults to ``settings.marts_sql`` (``sql/marts``).
     """
