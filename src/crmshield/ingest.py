@@ -389,8 +389,9 @@ def ingest_entity(
     src_lit = _lit(spec.file)
     raw_out = settings.raw / f"{spec.entity}.parquet"
     q_out = settings.quarantine / f"{spec.entity}.parquet"
-    for d in (settings.raw, settings.quarantine):
-        d.mkdir(parents=True, exist_ok=True)
+    for d in (settings.raw, settings.quarantine):  # zones holding PII: owner only
+        d.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(d, 0o700)
     raw_tmp = raw_out.with_name(f".{raw_out.name}.tmp-{os.getpid()}")
     q_tmp = q_out.with_name(f".{q_out.name}.tmp-{os.getpid()}")
 
@@ -447,6 +448,8 @@ def ingest_entity(
     normalization = _normalization_counts(con, spec)
     if read != loaded + quarantined + duplicates + expired + erased:  # pragma: no cover - arithmetic guard
         raise IngestError(f"{path}: reconciliation failed: read {read} != loaded+quarantined+duplicates+expired+erased")
+    for tmp in (raw_tmp, q_tmp):
+        os.chmod(tmp, 0o600)
     os.replace(raw_tmp, raw_out)
     os.replace(q_tmp, q_out)
     for t in ("src", "typed", "loaded", "bad_lines"):

@@ -46,6 +46,17 @@ def test_quarantine_names_file_line_and_field(landed):
         assert dob in {"31/02/1985", "1985-13-40", "unknown-date"}, (line, dob)
 
 
+def test_raw_and_quarantine_zones_are_owner_only(landed):
+    """Both hold PII (quarantined rows keep the whole record for repair): directories 0700, files 0600."""
+    ingest(landed)
+    for zone in (landed.raw, landed.quarantine):
+        assert zone.stat().st_mode & 0o777 == 0o700, zone
+        files = sorted(zone.glob("*.parquet"))
+        assert files, zone
+        for f in files:
+            assert f.stat().st_mode & 0o777 == 0o600, f
+
+
 def test_types_leading_zeros_and_latest_version_wins(landed):
     ingest(landed)
     con = duckdb.connect()
