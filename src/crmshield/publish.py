@@ -433,6 +433,7 @@ class PublishResult:
     epsilon_spent: float = 0.0
     delta_spent: float = 0.0
     budget: dict[str, Any] = field(default_factory=dict)
+    validation: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe dict (plain str/int/float/list)."""
@@ -446,6 +447,7 @@ class PublishResult:
             "delta_spent": float(self.delta_spent),
             "marts": [m.to_dict() for m in self.marts],
             "budget": self.budget,
+            "validation": self.validation,
         }
 
 
@@ -461,6 +463,7 @@ class _Evaluated:
     cells_outside_keys: int = 0
     tau: float | None = None
     public_keys: dict[str, list[Any]] = field(default_factory=dict)
+    group_columns: list[str] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------
@@ -837,6 +840,7 @@ def _evaluate(wh: duckdb.DuckDBPyConnection, plan: _Plan) -> _Evaluated:
         cells_outside_keys=rel.cells_outside_keys,
         tau=rel.tau,
         public_keys=plan.public_keys if plan.grid else {},
+        group_columns=list(rel.group_columns),
     )
 
 
@@ -981,6 +985,48 @@ def _write_analyst_db(
         con.execute("CHECKPOINT")
 
 
+def _published_facts(path: Path, evaluated: Sequence[_Evaluated], remaining_epsilon: float) -> pd.DataFrame:
+    """One row per mart of the file at ``path``, for ``expectations/published.py``.
+
+    Read back from the file itself (``_dp_catalog`` and the columns DuckDB reports), so the
+    suite checks what analysts will open, not what the publisher meant to write. DP
+    parameters and counts only: no mart value.
+    """
+    import duckdb
+    import pandas as pd
+
+    with duckdb.connect(str(path), read_only=True) as con:
+        catalog = con.execute(
+            f"SELECT mart, epsilon, delta, mechanism, bounds, privacy_unit, row_count, measures FROM {CATALOG_TABLE}"
+        ).fetchall()
+        columns: dict[str, set[str]] = {}
+        for table, column in con.execute(
+            "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = 'main'"
+        ).fetchall():
+            columns.setdefault(str(table), set()).add(str(column))
+    expected_keys = {ev.spec.name: set(ev.group_columns) for ev in evaluated}
+    rows = []
+    for mart, eps, delta, mechanism, bounds, unit, row_count, measures_json in catalog:
+        measures = json.loads(measures_json) if measures_json else []
+        have = columns.get(str(mart), set())
+        expected = expected_keys.get(str(mart), set()) | {f"{m}{s}" for m in measures for s in ("", *_CI_SUFFIXES)}
+        rows.append(
+            {
+                "mart": mart,
+                "epsilon": eps,
+                "delta": delta,
+                "mechanism": mechanism,
+                "bounds": bounds,
+                "privacy_unit": unit,
+                "row_count": row_count,
+                "measures_without_ci": sum(1 for m in measures if not {f"{m}_ci_low", f"{m}_ci_high"} <= have),
+                "unexpected_columns": len(have - expected),
+                "budget_remaining_epsilon": float(remaining_epsilon),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
 def _sql_literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
@@ -1088,6 +1134,13 @@ def publish_marts(
             input_fingerprint=input_fingerprint,
             published_at=published_at,
         )
+        # the file analysts would get, checked before it replaces the published one
+        from crmshield.validate import validate_published
+
+        remaining = ledger.remaining()["population"]["remaining_epsilon"]
+        validation = validate_published(
+            settings, run_id, _published_facts(tmp, evaluated, remaining), [s.name for s in specs]
+        )
         os.chmod(tmp, 0o444)  # analysts get a read-only file
         _fsync(tmp)
         os.replace(tmp, target)
@@ -1100,6 +1153,7 @@ def publish_marts(
         raise
     ledger.commit(reservation)
     budget = ledger.remaining()
+    log.info("publish: published__marts passed (%d warnings)", len(validation.warnings))
 
     marts = tuple(MartResult(ev.spec.name, len(ev.frame), ev.epsilon, ev.delta) for ev in evaluated)
     return PublishResult(
@@ -1112,4 +1166,5 @@ def publish_marts(
         epsilon_spent=math.fsum(m.epsilon for m in marts),
         delta_spent=math.fsum(m.delta for m in marts),
         budget=budget,
+        validation=validation.to_dict(),
     )

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from crmshield.config import ENTITIES, Settings
 
 if TYPE_CHECKING:
+    import pandas as pd
     from great_expectations.checkpoint.checkpoint import CheckpointResult
     from great_expectations.data_context import FileDataContext
     from pyspark.sql import SparkSession
@@ -180,10 +181,11 @@ class ValidationSummary:
 class ValidationFailed(RuntimeError):
     """At least one critical expectation failed; Data Docs have been built already."""
 
-    def __init__(self, summary: ValidationSummary) -> None:
+    def __init__(self, summary: ValidationSummary, zone: str = "the privacy zone") -> None:
         self.summary = summary
+        self.zone = zone
         failures = summary.critical_failures
-        lines = [f"{len(failures)} critical expectation(s) failed in the privacy zone:"]
+        lines = [f"{len(failures)} critical expectation(s) failed in {zone}:"]
         lines += [f"  - {f.describe(suite)}" for suite, f in failures]
         if summary.data_docs_index:
             lines.append(f"Data Docs: {summary.data_docs_index}")
@@ -442,4 +444,64 @@ def validate_privacy_zone(settings: Settings, run_id: str, spark: SparkSession |
         len(summary.warnings),
         summary.data_docs_index,
     )
+    return summary
+
+
+# --------------------------------------------------------------------------- published marts
+
+PUBLISHED_CHECKPOINT = "published_marts"
+PUBLISHED_DATASOURCE = "published_marts"
+
+
+def validate_published(
+    settings: Settings, run_id: str, facts: pd.DataFrame, declared_marts: list[str]
+) -> ValidationSummary:
+    """Validate the analyst file about to be published with ``published__marts``.
+
+    ``facts`` is one row per mart (``expectations/published.py``: DP parameters, column
+    counts, budget left; no mart value). Runs through its own Checkpoint with Data Docs.
+    Raises :class:`ValidationFailed` on a critical failure, so the caller can keep the
+    previously published marts.
+    """
+    import great_expectations as gx
+    from great_expectations.checkpoint import UpdateDataDocsAction
+    from great_expectations.core.run_identifier import RunIdentifier
+
+    module = load_expectations_module(settings, "published")
+    suite = module.build_suite(declared_marts)
+    context = _get_context(settings)
+    vd_name = f"{PUBLISHED_CHECKPOINT}__marts"
+    _quietly(context.checkpoints.delete, PUBLISHED_CHECKPOINT)
+    _quietly(context.validation_definitions.delete, vd_name)
+    _quietly(context.data_sources.delete, PUBLISHED_DATASOURCE)
+    asset = context.data_sources.add_pandas(name=PUBLISHED_DATASOURCE).add_dataframe_asset(name="marts")
+    batch_definition = asset.add_batch_definition_whole_dataframe("whole_dataframe")
+    saved_suite = context.suites.add_or_update(suite)
+    vd = context.validation_definitions.add(
+        gx.ValidationDefinition(name=vd_name, data=batch_definition, suite=saved_suite)
+    )
+    checkpoint = context.checkpoints.add(
+        gx.Checkpoint(
+            name=PUBLISHED_CHECKPOINT,
+            validation_definitions=[vd],
+            actions=[UpdateDataDocsAction(name="update_data_docs", site_names=[DATA_DOCS_SITE])],
+            result_format=RESULT_FORMAT,
+        )
+    )
+    log.info("publish: running checkpoint %s for run %s", PUBLISHED_CHECKPOINT, run_id)
+    result = checkpoint.run(batch_parameters={"dataframe": facts}, run_id=RunIdentifier(run_name=run_id))
+    _assert_no_values_kept(result)
+    suites = tuple(_summarize_suite(r, "published") for r in result.run_results.values())
+    index = settings.data_docs / "index.html"
+    summary = ValidationSummary(
+        run_id=run_id,
+        success=bool(result.success),
+        suites=suites,
+        data_docs_index=index if index.is_file() else None,
+        checkpoint_name=PUBLISHED_CHECKPOINT,
+    )
+    for suite_name, failure in summary.warnings:
+        log.warning("publish: warning %s", failure.describe(suite_name))
+    if not summary.passed:
+        raise ValidationFailed(summary, zone="the marts about to be published")
     return summary

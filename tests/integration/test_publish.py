@@ -346,6 +346,8 @@ def test_publish_shipped_marts_and_skip_on_same_fingerprint(settings: Settings) 
     assert as_dict["status"] == "published" and as_dict["run_id"] == "run-1"
     assert {m["name"] for m in as_dict["marts"]} == set(MARTS)
     assert math.isclose(result.epsilon_spent, sum(s.epsilon for s in specs.values()), rel_tol=1e-6)
+    (suite,) = as_dict["validation"]["suites"]
+    assert suite["suite_name"] == "published__marts" and suite["success"] and suite["failed_expectations"] == 0
     population = as_dict["budget"]["population"]
     assert math.isclose(population["spent_epsilon"], result.epsilon_spent, rel_tol=1e-9)
     assert math.isclose(population["remaining_epsilon"], 30.0 - result.epsilon_spent, rel_tol=1e-9)
@@ -640,3 +642,45 @@ def test_two_concurrent_publishers_cannot_overspend(settings: Settings, tmp_path
     assert {e["run_id"] for e in counted} == {winner}
     assert math.fsum(e["epsilon"] for e in counted) <= 8.0
     assert {r["run_id"] for r in read_catalog(settings.published).values()} == {winner}
+
+
+@pytest.mark.parametrize(
+    ("sabotage", "check"),
+    [
+        ("ALTER TABLE satisfaction_by_channel DROP COLUMN tickets_ci_high", "every_measure_has_ci"),
+        ("ALTER TABLE satisfaction_by_channel ADD COLUMN contact_pk VARCHAR", "no_unexpected_columns"),
+        ("UPDATE _dp_catalog SET epsilon = 0", "epsilon_positive"),
+        ("UPDATE _dp_catalog SET mart = 'something_else'", "declared_marts"),
+    ],
+)
+def test_marts_are_validated_before_they_replace_the_published_ones(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, unlimited: None, sabotage: str, check: str
+) -> None:
+    """published__marts (GX checkpoint with Data Docs) runs on the new file before the swap."""
+    from crmshield.validate import ValidationFailed
+
+    build_warehouse(settings.warehouse, n_contacts=60)
+    marts_dir = huge_epsilon_specs(tmp_path, only=("satisfaction_by_channel",))
+    publish_marts(settings, "run-ok", "fp-1", marts_dir=marts_dir)
+    db = settings.published
+    before = (db.read_bytes(), db.stat().st_mtime_ns)
+    docs = list(settings.data_docs.rglob("*.html"))
+    assert any("published__marts" in p.read_text(encoding="utf-8", errors="replace") for p in docs)
+
+    real_write = publish_mod._write_analyst_db
+
+    def write_then_sabotage(path: Path, *args: object, **kwargs: object) -> None:
+        real_write(path, *args, **kwargs)
+        with duckdb.connect(str(path)) as con:
+            con.execute(sabotage)
+
+    monkeypatch.setattr(publish_mod, "_write_analyst_db", write_then_sabotage)
+    with pytest.raises(ValidationFailed) as err:
+        publish_marts(settings, "run-bad", "fp-2", marts_dir=marts_dir)
+    message = str(err.value)
+    assert "the marts about to be published" in message
+    assert "published__marts" in message and f"[{check}]" in message
+    assert (db.read_bytes(), db.stat().st_mtime_ns) == before  # previous marts untouched
+    assert sorted(p.name for p in db.parent.iterdir()) == [db.name]
+    last = Ledger.open(settings).entries()[-1]
+    assert last["status"] == "cancelled" and last["run_id"] == "run-bad"
