@@ -1137,7 +1137,8 @@ def publish_marts(
         # the file analysts would get, checked before it replaces the published one
         from crmshield.validate import validate_published
 
-        remaining = ledger.remaining()["population"]["remaining_epsilon"]
+        usage = ledger.remaining()["population"]
+        remaining = usage["cap_epsilon"] - usage["spent_epsilon"]  # not clamped at 0: overspent shows negative
         validation = validate_published(
             settings, run_id, _published_facts(tmp, evaluated, remaining), [s.name for s in specs]
         )

@@ -651,6 +651,7 @@ def test_two_concurrent_publishers_cannot_overspend(settings: Settings, tmp_path
         ("ALTER TABLE satisfaction_by_channel ADD COLUMN contact_pk VARCHAR", "no_unexpected_columns"),
         ("UPDATE _dp_catalog SET epsilon = 0", "epsilon_positive"),
         ("UPDATE _dp_catalog SET mart = 'something_else'", "declared_marts"),
+        ("ledger: an out-of-band spend past the cap", "budget_not_exhausted"),
     ],
 )
 def test_marts_are_validated_before_they_replace_the_published_ones(
@@ -671,6 +672,21 @@ def test_marts_are_validated_before_they_replace_the_published_ones(
 
     def write_then_sabotage(path: Path, *args: object, **kwargs: object) -> None:
         real_write(path, *args, **kwargs)
+        if sabotage.startswith("ledger:"):
+            # someone spent around the ledger's lock while this publication ran: budget gone
+            import sqlite3
+            from datetime import UTC, datetime
+
+            now = datetime.now(UTC).isoformat()
+            with sqlite3.connect(settings.dp_ledger) as con:
+                con.execute(
+                    "INSERT INTO ledger (reservation_id, created_at, updated_at, population, principal, kind,"
+                    " what, fingerprint, epsilon, delta, composition, status)"
+                    " VALUES ('rogue', ?, ?, 'crm_customers', 'rogue', 'publication', 'x', 'x', 2e9, 0, 'basic',"
+                    " 'spent')",
+                    [now, now],
+                )
+            return
         with duckdb.connect(str(path)) as con:
             con.execute(sabotage)
 
@@ -682,5 +698,5 @@ def test_marts_are_validated_before_they_replace_the_published_ones(
     assert "published__marts" in message and f"[{check}]" in message
     assert (db.read_bytes(), db.stat().st_mtime_ns) == before  # previous marts untouched
     assert sorted(p.name for p in db.parent.iterdir()) == [db.name]
-    last = Ledger.open(settings).entries()[-1]
-    assert last["status"] == "cancelled" and last["run_id"] == "run-bad"
+    (bad,) = [e for e in Ledger.open(settings).entries() if e["run_id"] == "run-bad"]
+    assert bad["status"] == "cancelled"  # nothing was released
