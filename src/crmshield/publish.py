@@ -403,6 +403,8 @@ class MartResult:
     rows: int
     epsilon: float
     delta: float
+    #: median over cells and measures of (ci_high - ci_low) / |value| (None: nothing to divide by)
+    median_relative_ci_width: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -410,6 +412,9 @@ class MartResult:
             "rows": int(self.rows),
             "epsilon": float(self.epsilon),
             "delta": float(self.delta),
+            "median_relative_ci_width": (
+                None if self.median_relative_ci_width is None else float(self.median_relative_ci_width)
+            ),
         }
 
 
@@ -985,6 +990,21 @@ def _write_analyst_db(
         con.execute("CHECKPOINT")
 
 
+def _median_relative_ci_width(ev: _Evaluated) -> float | None:
+    """Median of (ci_high - ci_low) / |value| over the released cells of every measure (post-processing)."""
+    import numpy as np
+    import pandas as pd
+
+    ratios: list[np.ndarray] = []
+    for m in ev.measures:
+        value = pd.to_numeric(ev.frame[m], errors="coerce").astype("float64").abs()
+        width = (ev.frame[f"{m}_ci_high"] - ev.frame[f"{m}_ci_low"]).astype("float64")
+        ok = (value > 0) & width.notna()
+        ratios.append((width[ok] / value[ok]).to_numpy())
+    joined = np.concatenate(ratios) if ratios else np.array([])
+    return float(np.median(joined)) if len(joined) else None
+
+
 def _published_facts(path: Path, evaluated: Sequence[_Evaluated], remaining_epsilon: float) -> pd.DataFrame:
     """One row per mart of the file at ``path``, for ``expectations/published.py``.
 
@@ -1156,7 +1176,9 @@ def publish_marts(
     budget = ledger.remaining()
     log.info("publish: published__marts passed (%d warnings)", len(validation.warnings))
 
-    marts = tuple(MartResult(ev.spec.name, len(ev.frame), ev.epsilon, ev.delta) for ev in evaluated)
+    marts = tuple(
+        MartResult(ev.spec.name, len(ev.frame), ev.epsilon, ev.delta, _median_relative_ci_width(ev)) for ev in evaluated
+    )
     return PublishResult(
         status="published",
         run_id=run_id,

@@ -116,7 +116,10 @@ def test_marts_are_published_with_their_budget(run):
     } <= tables
     assert m["stages"]["publish"]["budget"]["population"]["spent_epsilon"] == pytest.approx(m["epsilon_spent"])
     assert m["epsilon_spent"] == pytest.approx(sum(r[1] for r in catalog))
-    assert Path(m["artifacts"]["run_report"]).is_file()
+    report = Path(m["artifacts"]["run_report"]).read_text(encoding="utf-8")
+    assert "published__marts" in report and "median 95% CI width / value" in report
+    assert m["stages"]["publish"]["validation"]["passed"] is True
+    assert all(mart["median_relative_ci_width"] > 0 for mart in m["marts"])
     assert Path(m["artifacts"]["analyst_database"]) == settings.published
 
 

@@ -345,6 +345,7 @@ def test_publish_shipped_marts_and_skip_on_same_fingerprint(settings: Settings) 
     as_dict = json.loads(json.dumps(result.to_dict()))
     assert as_dict["status"] == "published" and as_dict["run_id"] == "run-1"
     assert {m["name"] for m in as_dict["marts"]} == set(MARTS)
+    assert all(m["median_relative_ci_width"] > 0 for m in as_dict["marts"])  # for the run report
     assert math.isclose(result.epsilon_spent, sum(s.epsilon for s in specs.values()), rel_tol=1e-6)
     (suite,) = as_dict["validation"]["suites"]
     assert suite["suite_name"] == "published__marts" and suite["success"] and suite["failed_expectations"] == 0
