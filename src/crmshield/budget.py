@@ -477,10 +477,14 @@ class Ledger:
                 conn.execute("COMMIT")
         except sqlite3.DatabaseError as exc:
             raise LedgerError(f"{self.path}: not a usable privacy-budget ledger: {exc}") from exc
+        # SQLite creates -wal/-shm with the database file's mode; tighten them anyway. Another
+        # process closing the last connection may remove them at any moment: that is fine.
         for suffix in ("-wal", "-shm"):
             side = self.path.with_name(self.path.name + suffix)
-            if side.exists():
+            try:
                 os.chmod(side, 0o600)
+            except FileNotFoundError:
+                pass
 
     # -- accounting ----------------------------------------------------------
 
