@@ -218,7 +218,7 @@ def test_publish_result_to_dict_is_json_safe() -> None:
     )
     data = json.loads(json.dumps(result.to_dict()))
     assert data["analyst_db"] == "/x/analyst.duckdb"
-    assert data["marts"] == [{"name": "m", "rows": 3, "epsilon": 0.5, "delta": 1e-6}]
+    assert data["marts"] == [{"name": "m", "rows": 3, "epsilon": 0.5, "delta": 1e-6, "median_relative_ci_width": None}]
 
 
 def test_month_range_public_keys(tmp_path: Path) -> None:
