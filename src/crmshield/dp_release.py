@@ -173,28 +173,21 @@ def _exclude_rows_without_unit(subquery: Any, metadata: Any) -> None:
         raise DPQueryError(f"internal: expected one privacy unit column in the metadata, found {units}")
     template = QueryParser(None).query(f"SELECT COUNT(*) AS n FROM t WHERE {units[0]} IS NOT NULL")
     not_null = template.where.condition
-    stack = [subquery]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, Query):
-            relations = node.source.relations if node.source is not None else []
-            if any(isinstance(r.primary, Table) for r in relations):
-                if node.where is None:
-                    node.where = Where(not_null)
-                else:
-                    node.where = Where(BooleanCompare(NestedBoolean(node.where.condition), "AND", not_null))
-                continue
-        children = getattr(node, "children", None)
-        if children is None:
-            continue
-        try:
-            kids = children()
-        except TypeError:
-            continue
-        for kid in kids:
-            if kid is None or isinstance(kid, str):
-                continue
-            stack.extend(kid if isinstance(kid, list | tuple) else [kid])
+    from crmshield.dp_engine import _walk
+
+    # collect first: the tree is changed below
+    tables = [
+        node
+        for node in _walk(subquery)
+        if isinstance(node, Query)
+        and node.source is not None
+        and any(isinstance(r.primary, Table) for r in node.source.relations)
+    ]
+    for node in tables:
+        if node.where is None:
+            node.where = Where(not_null)
+        else:
+            node.where = Where(BooleanCompare(NestedBoolean(node.where.condition), "AND", not_null))
 
 
 def spends_no_delta(subquery: Any) -> bool:
