@@ -113,6 +113,8 @@ class SuiteResult:
     successful_expectations: int
     failed_expectations: int
     failures: tuple[FailedExpectation, ...] = ()
+    #: This suite's validation result page, relative to the Data Docs site root (None if not built).
+    data_docs_page: str | None = None
 
     @property
     def critical_failures(self) -> tuple[FailedExpectation, ...]:
@@ -172,6 +174,7 @@ class ValidationSummary:
                     "successful_expectations": s.successful_expectations,
                     "failed_expectations": s.failed_expectations,
                     "failures": [asdict(f) for f in s.failures],
+                    "data_docs_page": s.data_docs_page,
                 }
                 for s in self.suites
             ],
@@ -334,7 +337,17 @@ def _raised_exception(info: Any) -> bool:
     )
 
 
-def _summarize_suite(result: Any, entity: str) -> SuiteResult:
+def _data_docs_page(settings: Settings, key: Any) -> str | None:
+    """The Data Docs page of one validation result (``validations/<suite>/<run>/<time>/<batch>.html``)."""
+    try:
+        parts = [str(p) for p in key.to_tuple()]
+    except AttributeError:
+        return None
+    page = "/".join(["validations", *parts]) + ".html"
+    return page if (settings.data_docs / page).is_file() else None
+
+
+def _summarize_suite(result: Any, entity: str, page: str | None = None) -> SuiteResult:
     failures: list[FailedExpectation] = []
     for evr in result.results:
         if evr.success:
@@ -370,6 +383,7 @@ def _summarize_suite(result: Any, entity: str) -> SuiteResult:
         successful_expectations=int(stats.get("successful_expectations", 0)),
         failed_expectations=int(stats.get("unsuccessful_expectations", 0)),
         failures=tuple(failures),
+        data_docs_page=page,
     )
 
 
@@ -421,8 +435,8 @@ def validate_privacy_zone(settings: Settings, run_id: str, spark: SparkSession |
     suite_results = tuple(
         sorted(
             (
-                _summarize_suite(r, by_suite.get(r.suite_name, r.suite_name))
-                for r in checkpoint_result.run_results.values()
+                _summarize_suite(r, by_suite.get(r.suite_name, r.suite_name), _data_docs_page(settings, key))
+                for key, r in checkpoint_result.run_results.items()
             ),
             key=lambda s: ENTITIES.index(s.entity) if s.entity in ENTITIES else len(ENTITIES),
         )
@@ -491,7 +505,9 @@ def validate_published(
     log.info("publish: running checkpoint %s for run %s", PUBLISHED_CHECKPOINT, run_id)
     result = checkpoint.run(batch_parameters={"dataframe": facts}, run_id=RunIdentifier(run_name=run_id))
     _assert_no_values_kept(result)
-    suites = tuple(_summarize_suite(r, "published") for r in result.run_results.values())
+    suites = tuple(
+        _summarize_suite(r, "published", _data_docs_page(settings, key)) for key, r in result.run_results.items()
+    )
     index = settings.data_docs / "index.html"
     summary = ValidationSummary(
         run_id=run_id,
