@@ -15,6 +15,14 @@ never on the command line. The job writes all four entities into a staging
 directory and swaps it in only when every write succeeded, so the privacy
 zone is always a complete, consistent set. ``--stats-out`` receives counts
 only (no values): rows in/out, exclusions, redactions, column actions.
+
+Beside the zone, in the restricted area (``--exclusions-out``, default
+``<data>/restricted/exclusions`` next to ``--out``; directories 0700, files
+0600, like the raw zone), the job writes the **exclusions list**: the
+``contact_pk`` pseudonym (and nothing else) of every contact without analytics
+consent, computed straight from the raw consent column rather than from the
+rows the job kept. The validate stage checks that no privacy-zone row carries
+one of them. It is swapped in together with the zone.
 """
 
 from __future__ import annotations
@@ -57,8 +65,35 @@ def derive_keys() -> T.Keys:
     return T.Keys(domain_keys=domain_keys, version=version)
 
 
-def run(spark: SparkSession, raw: Path, out: Path, plan: dict[str, Any]) -> dict[str, object]:
+def default_exclusions_path(out: Path) -> Path:
+    """``<data>/restricted/exclusions`` for a privacy zone at ``<data>/privacy`` (``Settings`` layout)."""
+    return out.parent / "restricted" / "exclusions"
+
+
+def _restrict(path: Path) -> None:
+    """Owner only: directories 0700, files 0600 (the tree Spark wrote under ``path``)."""
+    os.chmod(path, 0o700)
+    for root, dirs, files in os.walk(path):
+        for d in dirs:
+            os.chmod(os.path.join(root, d), 0o700)
+        for f in files:
+            os.chmod(os.path.join(root, f), 0o600)
+
+
+def _swap(staging: Path, target: Path) -> None:
+    """Replace ``target`` with ``staging`` (a directory) at once; the old one is removed."""
+    old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
+    if target.exists():
+        os.replace(target, old)
+    os.replace(staging, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def run(
+    spark: SparkSession, raw: Path, out: Path, plan: dict[str, Any], exclusions_out: Path | None = None
+) -> dict[str, object]:
     keys = derive_keys()
+    exclusions_out = exclusions_out or default_exclusions_path(out)
     spark.catalog.clearCache()  # never reuse a cached frame of an earlier run in this session
     plans: dict[str, dict[str, Any]] = plan["entities"]
     consent = plan["consent"]
@@ -78,8 +113,23 @@ def run(spark: SparkSession, raw: Path, out: Path, plan: dict[str, Any]) -> dict
     stats["reference_date"] = reference.isoformat()
 
     staging = out.parent / f".{out.name}.staging-{uuid.uuid4().hex[:8]}"
+    # the restricted area exists owner-only before anything is written into it
+    exclusions_out.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(exclusions_out.parent, 0o700)
+    exclusions_staging = exclusions_out.parent / f".{exclusions_out.name}.staging-{uuid.uuid4().hex[:8]}"
     outputs: dict[str, DataFrame] = {}
     try:
+        # pseudonyms of the contacts without analytics consent, from raw's consent column alone
+        plans_consent = plans[consent["entity"]]
+        subject_out = T.subject_pseudonym_output(plans_consent)
+        excluded_df = T.unconsented_subjects(
+            contacts, consent["column"], plans_consent.get("subject_key") or "contact_id", keys, *subject_out
+        )
+        excluded_df.coalesce(1).write.mode("overwrite").parquet(str(exclusions_staging))
+        _restrict(exclusions_staging)
+        n_excluded = spark.read.parquet(str(exclusions_staging)).count()
+        stats["exclusions"] = {"no_analytics_consent": n_excluded, "column": subject_out[0]}
+
         for entity, ep in plans.items():
             df = read[entity]
             for col in ep["unknown_columns"]:
@@ -145,14 +195,12 @@ def run(spark: SparkSession, raw: Path, out: Path, plan: dict[str, Any]) -> dict
                     redactions[name] += int(row[name] or 0)
         stats["redactions"] = redactions
         stats["redacted_columns"] = redactable
-        # swap the whole zone in at once
-        old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-        if out.exists():
-            os.replace(out, old)
-        os.replace(staging, out)
-        shutil.rmtree(old, ignore_errors=True)
+        # swap the exclusions list and then the whole zone in at once
+        _swap(exclusions_staging, exclusions_out)
+        _swap(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(exclusions_staging, ignore_errors=True)
         spark.catalog.clearCache()
     stats["entities"] = entities
     return stats
@@ -164,6 +212,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, type=Path, help="privacy zone directory (replaced atomically)")
     parser.add_argument("--plan", required=True, type=Path, help="column plan resolved from the privacy policy (JSON)")
     parser.add_argument("--stats-out", type=Path, help="where to write the job's counts as JSON")
+    parser.add_argument(
+        "--exclusions-out",
+        type=Path,
+        help="restricted directory for the pseudonyms of contacts without analytics consent "
+        "(default: restricted/exclusions beside --out)",
+    )
     args = parser.parse_args(argv)
 
     started = time.time()
@@ -176,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     spark.sparkContext.setLogLevel("WARN")
     try:
         plan = json.loads(args.plan.read_text(encoding="utf-8"))
-        stats = run(spark, args.raw.resolve(), args.out.resolve(), plan)
+        exclusions = args.exclusions_out.resolve() if args.exclusions_out else None
+        stats = run(spark, args.raw.resolve(), args.out.resolve(), plan, exclusions)
     finally:
         spark.stop()
     stats["seconds"] = round(time.time() - started, 2)

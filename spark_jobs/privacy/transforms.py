@@ -179,6 +179,27 @@ def classify_subject(df: DataFrame, contacts: DataFrame, fk: str, consent: str =
     return joined.withColumn("_subject_status", status)
 
 
+def subject_pseudonym_output(entity_plan: Mapping[str, Any]) -> tuple[str, str]:
+    """(output column, domain) of the pseudonym the plan makes of the entity's subject key
+    (``contact_id`` -> ``contact_pk``, domain ``contact``)."""
+    key = entity_plan.get("subject_key") or "contact_id"
+    for o in entity_plan["outputs"]:
+        if o["action"] == "pseudonymize" and o["inputs"] == [key]:
+            return o["output"], o["domain"]
+    return "contact_pk", "contact"
+
+
+def unconsented_subjects(
+    contacts: DataFrame, consent: str, key: str, keys: Keys, output: str = "contact_pk", domain: str = "contact"
+) -> DataFrame:
+    """One column, ``output``: the pseudonym of every contact whose ``consent`` is not true (false
+    or missing), read from the raw consent column itself (not from the rows the job keeps or
+    drops), distinct. Nothing but the pseudonym."""
+    unconsented = contacts.where(~F.col(consent).eqNullSafe(F.lit(True)))
+    pks = unconsented.select(keys.pk(F.col(key), domain).alias(output))
+    return pks.where(F.col(output).isNotNull()).distinct()
+
+
 def generalize(col: Column, rule: str, reference: date, lower: float | None, upper: float | None) -> Column:
     """One generalization rule of the policy."""
     if rule == "age_band":
@@ -187,8 +208,8 @@ def generalize(col: Column, rule: str, reference: date, lower: float | None, upp
         return postal_prefix(col, F.col("country"))
     if rule == "day":
         return F.to_date(col)
-    if rule == "month":
-        return F.date_format(col, "yyyy-MM")
+    if rule == "month":  # the first day of the month, still a DATE
+        return F.trunc(F.to_date(col), "month")
     if rule == "employee_band":
         return employee_band(col)
     if rule == "clamp":

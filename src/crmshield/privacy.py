@@ -42,6 +42,7 @@ def spark_submit_command(settings: Settings, plan_path: Path, stats_out: Path) -
         "--out", str(settings.privacy),
         "--plan", str(plan_path),
         "--stats-out", str(stats_out),
+        "--exclusions-out", str(settings.restricted / "exclusions"),
     ]  # fmt: skip
 
 

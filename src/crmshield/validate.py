@@ -13,6 +13,14 @@ reaches the driver. Defensively, ANSI mode is switched off for the length of the
 restored): a cast error raised by Spark quotes the offending value, and GX would store that
 message in ``exception_info``. With ANSI off a failed cast is NULL and nothing is quoted.
 
+Table-level checks (checksum-aware card/IBAN/IP scans of the free text, dates, k-anonymity,
+excluded subjects) are ``UnexpectedRowsExpectation`` queries that select a constant; their stored
+result is the number of rows found (``observed_value``), reported as the unexpected count, and
+their ``meta["column"]`` names the column. Before the checkpoint runs, the Spark temp view
+``crmshield_excluded_subjects(pk, reason)`` is registered from the privacy job's restricted
+exclusions list (contacts without analytics consent) and the pseudonyms recorded with the
+erasure suppression entries; it is dropped after the run, and only counts are logged.
+
 Great Expectations and Spark are imported inside functions only: Airflow DAG files import this
 package, and nothing heavy may run at import time.
 """
@@ -43,6 +51,10 @@ BATCH_DEFINITION_NAME = "whole_directory"
 DATA_DOCS_SITE = "crmshield_data_docs"
 CRITICAL = "critical"
 WARNING = "warning"
+#: GX type name of ``UnexpectedRowsExpectation`` (its ``observed_value`` is the count of rows found).
+UNEXPECTED_ROWS_TYPE = "unexpected_rows_expectation"
+#: Where the privacy job writes the pseudonyms of contacts without analytics consent (restricted).
+EXCLUSIONS_DIR = "exclusions"
 
 #: What GX may keep of a result: counts and percentages only. ``exclude_unexpected_values``
 #: drops ``partial_unexpected_list``/``partial_unexpected_counts``; ``partial_unexpected_count=0``
@@ -57,7 +69,8 @@ RESULT_FORMAT: dict[str, Any] = {
 }
 
 #: Result keys that may legitimately appear in a stored result under :data:`RESULT_FORMAT`.
-#: ``observed_value`` is a column list, a type name or a row count for the expectations we use.
+#: ``observed_value`` is a column list, a type name or a row count for the expectations we use
+#: (for ``UnexpectedRowsExpectation``: the number of rows its query found, never a row).
 _SAFE_RESULT_KEYS = frozenset(
     {
         "element_count",
@@ -362,13 +375,20 @@ def _summarize_suite(result: Any, entity: str, page: str | None = None) -> Suite
         if isinstance(details, dict) and isinstance(details.get("mismatched"), dict):
             # column-set check: column *names*, never values
             detail = {k: sorted(v) for k, v in details["mismatched"].items()}
+        expectation_type = config.type if config is not None else "unknown"
+        unexpected = body.get("unexpected_count")
+        if unexpected is None and expectation_type == UNEXPECTED_ROWS_TYPE:
+            # a SQL check's observed value is the number of rows its query found (never a row)
+            observed = body.get("observed_value")
+            unexpected = observed if isinstance(observed, int) and not isinstance(observed, bool) else None
         failures.append(
             FailedExpectation(
-                expectation_type=config.type if config is not None else "unknown",
-                column=kwargs.get("column"),
+                expectation_type=expectation_type,
+                # a table-level (SQL) check names the column it is about in its meta
+                column=kwargs.get("column") or meta.get("column"),
                 severity=_severity(config),
                 check=meta.get("check"),
-                unexpected_count=body.get("unexpected_count"),
+                unexpected_count=unexpected,
                 element_count=body.get("element_count"),
                 raised_exception=raised,
                 detail=detail,
@@ -399,6 +419,65 @@ def _assert_no_values_kept(checkpoint_result: CheckpointResult) -> None:
                 )
 
 
+def exclusions_path(settings: Settings) -> Path:
+    """The privacy job's list of excluded subjects (``contact_pk`` of contacts without analytics
+    consent; Parquet, restricted: directories 0700, files 0600)."""
+    return settings.restricted / EXCLUSIONS_DIR
+
+
+def _erased_pseudonyms(settings: Settings) -> tuple[set[str], int]:
+    """Privacy-zone pseudonyms recorded with the erasure suppression entries, and how many
+    entries carry none (written before pseudonyms were recorded: ingest still drops those
+    subjects by their tokens, but validation cannot look for them)."""
+    from crmshield.erasure import load_suppression
+
+    found: set[str] = set()
+    legacy = 0
+    for entry in load_suppression(settings):
+        recorded = entry.get("pseudonyms")
+        if not isinstance(recorded, dict):
+            legacy += 1
+            continue
+        for values in recorded.values():
+            found.update(v for v in values or () if isinstance(v, str) and v)
+    return found, legacy
+
+
+def _register_excluded_subjects(session: SparkSession, settings: Settings, module: ModuleType) -> dict[str, int]:
+    """Register the Spark temp view ``module.EXCLUDED_SUBJECTS_VIEW`` (``pk, reason``): the job's
+    consent exclusions unioned with the erased subjects' pseudonyms; empty when there are none.
+    Returns counts per reason (the pseudonyms themselves are never logged)."""
+    from pyspark.sql import functions as F
+
+    frames = []
+    counts: dict[str, int] = {}
+    path = exclusions_path(settings)
+    if path.is_dir():
+        consent = session.read.parquet(str(path)).select(
+            F.col("contact_pk").cast("string").alias("pk"), F.lit(module.REASON_NO_CONSENT).alias("reason")
+        )
+        counts[module.REASON_NO_CONSENT] = consent.count()
+        frames.append(consent)
+    else:
+        log.warning("validate: no exclusions list at %s (run the privacy job): consent not checked", path)
+    erased, legacy = _erased_pseudonyms(settings)
+    if legacy:
+        log.warning(
+            "validate: %d erasure suppression entries carry no pseudonyms (recorded before they were kept); "
+            "ingest drops those subjects, validation cannot look for them",
+            legacy,
+        )
+    counts[module.REASON_ERASED] = len(erased)
+    frames.append(
+        session.createDataFrame([(pk, module.REASON_ERASED) for pk in sorted(erased)], module.EXCLUDED_SUBJECTS_SCHEMA)
+    )
+    view = frames[0]
+    for frame in frames[1:]:
+        view = view.unionByName(frame)
+    view.createOrReplaceTempView(module.EXCLUDED_SUBJECTS_VIEW)
+    return counts
+
+
 # --------------------------------------------------------------------------- the stage
 
 
@@ -415,17 +494,25 @@ def validate_privacy_zone(settings: Settings, run_id: str, spark: SparkSession |
         raise FileNotFoundError(f"privacy zone incomplete under {settings.privacy}: missing {', '.join(missing)}")
 
     module = load_expectations_module(settings, "privacy")
-    suites = {entity: module.build_suite(entity) for entity in ENTITIES}
+    policy = module.default_policy()
+    suites = {entity: module.build_suite(entity, policy) for entity in ENTITIES}
 
     session, own_session = (spark, False) if spark is not None else _local_spark()
     previous_ansi = session.conf.get("spark.sql.ansi.enabled")
     session.conf.set("spark.sql.ansi.enabled", "false")
     try:
+        excluded = _register_excluded_subjects(session, settings, module)
+        log.info(
+            "validate: checking the privacy zone against %d excluded pseudonyms (%s)",
+            sum(excluded.values()),
+            ", ".join(f"{reason}: {n}" for reason, n in sorted(excluded.items())) or "none",
+        )
         context = _get_context(settings)
         checkpoint = _register(context, settings, suites)
         log.info("validate: running checkpoint %s for run %s", CHECKPOINT_NAME, run_id)
         checkpoint_result = checkpoint.run(run_id=RunIdentifier(run_name=run_id))
     finally:
+        session.catalog.dropTempView(module.EXCLUDED_SUBJECTS_VIEW)
         session.conf.set("spark.sql.ansi.enabled", previous_ansi or "true")
         if own_session:
             session.stop()

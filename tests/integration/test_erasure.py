@@ -13,7 +13,7 @@ import pytest
 from pii_scan import decoded_text
 
 from crmshield.config import Settings
-from crmshield.erasure import ErasureError, audit_path, canonical, erase, suppression_path
+from crmshield.erasure import ErasureError, audit_path, canonical, erase, load_suppression, suppression_path
 from crmshield.generate import FILES, generate
 from crmshield.ingest import ingest
 from crmshield.keys import ENV_KEY, ENV_VERSION, PseudonymKey
@@ -56,8 +56,10 @@ def _values(subject: dict[str, str], key: PseudonymKey) -> set[str]:
 
 
 def _holders(settings: Settings, needles: set[str]) -> list[str]:
+    # the suppression list keeps the subject's pseudonyms on purpose (validation looks for them):
+    # it is checked on its own below
     roots = [settings.landing, settings.raw, settings.quarantine, settings.privacy, settings.warehouse,
-             settings.data_dir / "erasure", settings.reports]  # fmt: skip
+             audit_path(settings), settings.restricted, settings.reports]  # fmt: skip
     texts = decoded_text(roots)
     return sorted(f"{path}: {n}" for path, text in texts.items() for n in needles if n in text)
 
@@ -108,11 +110,23 @@ def test_erasure_removes_the_subject_everywhere_and_keeps_them_out(built: Settin
     assert _holders(settings, needles) == []
     assert _raw_rows_for(settings, subject["crm_id"]) == 0
 
-    # the audit trail and the suppression list hold no identifier, value or pseudonym
+    # the audit trail holds no identifier, value or pseudonym; the suppression list no identifier
+    # or value, but each new entry records the subject's privacy-zone pseudonyms (validation checks
+    # that no privacy-zone row carries one)
     audit_text = audit_path(settings).read_text(encoding="utf-8")
     suppression_text = suppression_path(settings).read_text(encoding="utf-8")
+    pseudonyms = {
+        "contact_pk": [key.pseudonym("contact", subject["crm_id"])],
+        "email_pk": [key.pseudonym("email", subject["email"])],
+        "phone_pk": [key.pseudonym("phone", subject["phone"])],
+    }
     for needle in needles | {subject["crm_id"]}:
-        assert needle not in audit_text and needle not in suppression_text
+        assert needle not in audit_text
+        if needle not in {p for ps in pseudonyms.values() for p in ps}:
+            assert needle not in suppression_text
+    entries = load_suppression(settings)
+    assert len(entries) == 3 and {e["kind"] for e in entries} == {"crm_id", "email", "phone"}
+    assert all(e["pseudonyms"] == pseudonyms for e in entries)
     audit = json.loads(audit_text.splitlines()[-1])
     assert audit["identifier_kinds"] == ["email"] and audit["verification"]["clean"] is True
     assert oct(suppression_path(settings).stat().st_mode & 0o777) == "0o600"
@@ -138,11 +152,19 @@ def test_requests_file_is_processed_at_ingest_and_consumed(ingested: Settings) -
         f"identifier,kind,region,reference\n{subject['landing_phone']},phone,{country},DSR-2026-0042\n",
         encoding="utf-8",
     )
+    legacy = {"token": "v1_" + "0" * 64, "kind": "crm_id", "key_version": 1, "request_id": "old", "added_at": "x"}
+    suppression_path(settings).parent.mkdir(parents=True, exist_ok=True)
+    suppression_path(settings).write_text(json.dumps(legacy) + "\n", encoding="utf-8")  # written before pseudonyms
     res = ingest(settings)
     assert not requests.exists(), "the requests file holds identifiers in clear: consumed"
     processed = res.erasure["requests_processed"]
     assert processed and processed["references"] == ["DSR-2026-0042"]
     assert processed["suppression_tokens_added"] == 3
+    entries = load_suppression(settings)
+    assert entries[0] == legacy  # an entry without pseudonyms stays as it was
+    key = PseudonymKey(bytes.fromhex(KEY), 1, "test")
+    assert all(e["pseudonyms"]["contact_pk"] == [key.pseudonym("contact", subject["crm_id"])] for e in entries[1:])
+    assert all(e["pseudonyms"]["phone_pk"] == [key.pseudonym("phone", subject["phone"])] for e in entries[1:])
     assert _raw_rows_for(settings, subject["crm_id"]) == 0
     # landing and raw are clean at once; the stages that follow rebuild the privacy zone and warehouse
     raw_text = decoded_text([settings.landing, settings.raw, settings.quarantine])
