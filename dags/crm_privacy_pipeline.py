@@ -1,10 +1,18 @@
-"""crm_privacy_pipeline: CRM exports -> typed raw -> privacy zone -> validated -> dbt -> DP marts -> report.
+"""crm_privacy_pipeline: CRM exports -> typed raw (validated) -> privacy zone (validated) -> dbt -> DP marts -> report.
 
 A thin DAG: every task calls one stage function of ``crmshield.pipeline``;
 the heavy work (DuckDB, spark-submit, Great Expectations, dbt, SmartNoise)
 is imported inside those functions, so parsing this file is cheap. Tasks
 are idempotent: the run is keyed by the landing files' fingerprint, not by
 the wall clock. Each zone's producer declares it as an Asset outlet.
+
+Great Expectations guards each hand-over: ``validate_raw`` (the contract with the export)
+before the privacy job, ``validate`` (nothing identifying left) before dbt, and the
+``published__marts`` suite inside ``publish`` before the swap. A critical failure stops the
+run there: nothing downstream runs and the published marts stay as they were. ``report``
+runs whatever happened (trigger rule ``all_done``), writes the run report and manifest
+naming the failed expectation, and then fails itself if the run failed, so the DAG run is
+marked failed.
 
 Zones are configured with CRMSHIELD_DATA_DIR; the pseudonymization key with
 CRMSHIELD_PSEUDONYMIZATION_KEY(_FILE) or the Airflow connection
@@ -42,6 +50,14 @@ def crm_privacy_pipeline() -> None:
         res = stage_ingest()
         return {"run_id": res["run_id"], "input_fingerprint": res["input_fingerprint"]}
 
+    @task
+    def validate_raw(run: dict[str, str]) -> dict[str, str]:
+        """Great Expectations checkpoint on the raw zone and the row reconciliation; critical failures stop the run."""
+        from crmshield.pipeline import stage_validate_raw
+
+        stage_validate_raw(run["run_id"])
+        return run
+
     @task(outlets=[PRIVACY_ZONE])
     def privacy(run: dict[str, str]) -> dict[str, str]:
         """spark-submit the privacy job: minimize, pseudonymize, generalize, redact."""
@@ -74,14 +90,24 @@ def crm_privacy_pipeline() -> None:
         stage_publish(run["run_id"], run["input_fingerprint"])
         return run
 
-    @task
+    @task(trigger_rule="all_done")
     def report(run: dict[str, str]) -> str:
-        """Run manifest (JSON) and self-contained HTML report."""
-        from crmshield.pipeline import stage_report
+        """Run manifest (JSON) and self-contained HTML report, also for a failed run (then this task fails too)."""
+        from crmshield.pipeline import run_status, stage_report
 
-        return stage_report(run["run_id"])
+        manifest = stage_report(run["run_id"])
+        outcome = run_status(run["run_id"])
+        if outcome["status"] != "success":
+            failure = outcome.get("failure") or {}
+            raise RuntimeError(
+                f"run {run['run_id']} {outcome['status']} at stage {failure.get('stage')}: "
+                f"{failure.get('error')}; run report next to {manifest}"
+            )
+        return manifest
 
-    report(publish(transform(validate(privacy(ingest())))))
+    run = ingest()
+    published = publish(transform(validate(privacy(validate_raw(run)))))
+    published >> report(run)
 
 
 crm_privacy_pipeline()

@@ -139,6 +139,18 @@ def _run_id(settings: Settings, run_id: str | None) -> str:
 RunId = Annotated[str | None, typer.Option(help="Run id (default: the latest ingested run).")]
 
 
+@app.command("validate-raw")
+def validate_raw(run_id: RunId = None, data_dir: DataDir = None, as_json: JsonOut = False) -> None:
+    """Great Expectations checkpoint over the raw zone: the export's contract and the row reconciliation
+    (builds Data Docs; no value is ever rendered)."""
+    from crmshield.pipeline import stage_validate_raw
+
+    settings = _settings(data_dir)
+    res = _guarded(stage_validate_raw, _run_id(settings, run_id), settings)
+    _emit(res, as_json, f"raw zone validation passed ({res.get('warnings', 0)} warnings); "
+          f"Data Docs: {res.get('data_docs_index')}")  # fmt: skip
+
+
 @app.command()
 def privacy(run_id: RunId = None, data_dir: DataDir = None, as_json: JsonOut = False) -> None:
     """Raw -> privacy zone: the Spark job (spark-submit, local[*] by default)."""
@@ -151,12 +163,13 @@ def privacy(run_id: RunId = None, data_dir: DataDir = None, as_json: JsonOut = F
 
 @app.command()
 def validate(run_id: RunId = None, data_dir: DataDir = None, as_json: JsonOut = False) -> None:
-    """Great Expectations checkpoint over the privacy zone (builds Data Docs)."""
+    """Great Expectations checkpoint over the privacy zone: nothing identifying left (builds Data Docs)."""
     from crmshield.pipeline import stage_validate
 
     settings = _settings(data_dir)
     res = _guarded(stage_validate, _run_id(settings, run_id), settings)
-    _emit(res, as_json, f"validation passed; Data Docs: {res.get('data_docs_index')}")
+    _emit(res, as_json, f"privacy zone validation passed ({res.get('warnings', 0)} warnings); "
+          f"Data Docs: {res.get('data_docs_index')}")  # fmt: skip
 
 
 @app.command()
@@ -195,7 +208,8 @@ def report(run_id: RunId = None, data_dir: DataDir = None, as_json: JsonOut = Fa
 
 @app.command("run")
 def run_all(data_dir: DataDir = None, as_json: JsonOut = False) -> None:
-    """Run every stage in this process, without Airflow (the DAG's steps, in order)."""
+    """Run every stage in this process, without Airflow (the DAG's steps, in order). If a stage fails the
+    later ones do not run, the published marts stay as they were, and the run report is still written."""
     from crmshield.pipeline import run_all as run
 
     path = _guarded(run, _settings(data_dir), on_stage=lambda s, r: console.print(f"✓ {s} ({r.get('seconds')} s)"))
@@ -356,13 +370,21 @@ def run_dag(settings: Settings, run_id: str, show_progress: bool = True) -> Path
                 f = run_dir / f"{stage}.json"
                 if stage not in seen and f.exists() and f.stat().st_mtime >= started:
                     seen.add(stage)
-                    secs = json.loads(f.read_text()).get("seconds")
+                    rec = json.loads(f.read_text())
+                    mark = "✗" if rec.get("status") == "failed" else "✓"
                     if show_progress:
-                        console.print(f"✓ {stage} ({secs} s)")
+                        console.print(f"{mark} {stage} ({rec.get('seconds')} s)")
             if rc is not None:
                 break
             time.sleep(0.5)
     ok = manifest.exists() and manifest.stat().st_mtime >= started
+    m = json.loads(manifest.read_text(encoding="utf-8")) if ok else {}
+    if ok and m.get("status") != "success":
+        failure = m.get("failure") or {}
+        raise RuntimeError(
+            f"the DAG run {m.get('status')} at stage {failure.get('stage')}: {failure.get('error')}\n"
+            f"run report: {manifest.with_name('report.html')}\nmanifest: {manifest}\nAirflow log: {log}"
+        )
     if rc != 0 or not ok:
         tail = "\n".join(log.read_text(encoding="utf-8", errors="replace").splitlines()[-40:])
         raise RuntimeError(f"the DAG run failed (airflow exit {rc}); full log: {log}\n{tail}")

@@ -14,7 +14,12 @@ Erasure then:
    ``erasure`` domain key, never the value) to the **suppression list**
    ``<data>/erasure/suppression.jsonl``; ingest drops every row whose contact id,
    email or phone has a listed token, and the deals and tickets of those
-   contacts, counted as ``erased``: a later export cannot bring them back;
+   contacts, counted as ``erased``: a later export cannot bring them back.
+   Each new entry also records the subject's privacy-zone pseudonyms
+   (``pseudonyms``: ``contact_pk``/``email_pk``/``phone_pk`` lists, see
+   :func:`pseudonyms`), so the validate stage can check that no privacy-zone
+   row carries them; entries written before carry none (ingest still drops
+   those subjects by token);
 3. removes the subject's rows from the landing exports (their contact rows,
    deals and tickets; other lines are kept byte for byte);
 4. (``crmshield erase``) rebuilds raw, the privacy zone and the warehouse from
@@ -456,13 +461,15 @@ def record_requests(settings: Settings, key: PseudonymKey, requests: list[Reques
     existing = {e["token"] for e in load_suppression(settings)}
     now = datetime.now(UTC).isoformat(timespec="seconds")
     request_id = uuid.uuid4().hex
+    # what validation looks for in the privacy zone: the subject's pseudonyms, per column
+    recorded = {column: sorted(values) for column, values in pseudonyms(key, subject).items()}
     new = []
     for req in subject.requests():
         tok = token(key, req.kind, req.value)
         if tok not in existing:
             existing.add(tok)
             new.append({"token": tok, "kind": req.kind, "key_version": key.version, "request_id": request_id,
-                        "added_at": now})  # fmt: skip
+                        "added_at": now, "pseudonyms": recorded})  # fmt: skip
     _append_jsonl(suppression_path(settings), new)
     removed = scrub_landing(settings, subject)
     references = sorted({r.reference for r in requests if r.reference})
@@ -511,7 +518,7 @@ def erase(settings: Settings, requests: list[Request], key: PseudonymKey | None 
     """The full operation behind ``crmshield erase``: record, scrub, rebuild, verify, audit."""
     from crmshield.ingest import SPECS
     from crmshield.keys import load_key
-    from crmshield.pipeline import stage_ingest, stage_privacy, stage_transform, stage_validate
+    from crmshield.pipeline import stage_ingest, stage_privacy, stage_transform, stage_validate, stage_validate_raw
 
     key = key or load_key()
     missing = [s.file for s in SPECS.values() if not (settings.landing / s.file).is_file()]
@@ -524,13 +531,14 @@ def erase(settings: Settings, requests: list[Request], key: PseudonymKey | None 
     entry["source"] = "cli"
     ing = stage_ingest(settings)
     run_id = ing["run_id"]
+    stage_validate_raw(run_id, settings)
     stage_privacy(run_id, settings)
     stage_validate(run_id, settings)
     stage_transform(run_id, settings)
     entry["rebuilt"] = {
         "run_id": run_id,
         "raw_rows_erased": {e: f.get("erased", 0) for e, f in ing["files"].items()},
-        "stages": ["ingest", "privacy", "validate", "transform"],
+        "stages": ["ingest", "validate_raw", "privacy", "validate", "transform"],
     }
     left = remaining(settings, key, subject)
     entry["verification"] = {"rows_left": left, "clean": not any(left.values())}

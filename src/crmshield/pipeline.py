@@ -18,7 +18,23 @@ from typing import Any
 
 from crmshield.config import Settings
 
-STAGES = ("ingest", "privacy", "validate", "transform", "publish", "report")
+STAGES = ("ingest", "validate_raw", "privacy", "validate", "transform", "publish", "report")
+
+#: The zone whose hand-over each validating stage guards (named in failure records).
+STAGE_ZONES = {"validate_raw": "raw", "validate": "privacy", "publish": "published marts"}
+
+
+class RunFailed(RuntimeError):
+    """A stage failed; its failure is recorded and the run report written (when a run id existed)."""
+
+    def __init__(self, stage: str, cause: BaseException, manifest: Path | None) -> None:
+        self.stage = stage
+        self.cause = cause
+        self.manifest = manifest
+        msg = f"stage {stage} failed: {cause}"
+        if manifest is not None:
+            msg += f"\nrun report: {manifest.with_name('report.html')}\nmanifest: {manifest}"
+        super().__init__(msg)
 
 
 def config_digest(settings: Settings) -> str:
@@ -65,11 +81,44 @@ def read_stage(settings: Settings, run_id: str, stage: str) -> dict[str, Any] | 
     return data
 
 
-def _timed(fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+def failure_record(stage: str, exc: BaseException, seconds: float) -> dict[str, Any]:
+    """What a failed stage leaves in ``<stage>.json``: the error, never a data value.
+
+    Our stages' messages name files, rows, fields, expectations and counts only. The privacy
+    job's message carries the tail of the Spark log (which reads raw PII and may quote a value
+    in a cast error), so only its first line (exit status and log path) is recorded.
+    """
+    from crmshield.privacy import PrivacyJobFailed
+    from crmshield.validate import ValidationFailed
+
+    message = str(exc)
+    if isinstance(exc, PrivacyJobFailed):
+        message = message.splitlines()[0] if message else type(exc).__name__
+    record: dict[str, Any] = {
+        "status": "failed",
+        "stage": stage,
+        "zone": STAGE_ZONES.get(stage),
+        "error_type": type(exc).__name__,
+        "error": message[:4000],
+        "seconds": round(seconds, 2),
+    }
+    if isinstance(exc, ValidationFailed):
+        record.update(exc.summary.to_dict())
+        record["zone"] = STAGE_ZONES.get(stage, exc.zone)
+    return record
+
+
+def _run_stage(settings: Settings, run_id: str, stage: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Run one stage, record its result (``status`` success) or its failure, and re-raise failures."""
     started = time.perf_counter()
-    result = fn()
+    try:
+        result = fn()
+    except Exception as exc:
+        _write(settings, run_id, stage, failure_record(stage, exc, time.perf_counter() - started))
+        raise
+    result.setdefault("status", "success")
     result["seconds"] = round(time.perf_counter() - started, 2)
-    return result
+    return _write(settings, run_id, stage, result)
 
 
 def stage_ingest(settings: Settings | None = None) -> dict[str, Any]:
@@ -91,30 +140,32 @@ def stage_ingest(settings: Settings | None = None) -> dict[str, Any]:
     return _write(settings, res.run_id, "ingest", out)
 
 
+def stage_validate_raw(run_id: str, settings: Settings | None = None) -> dict[str, Any]:
+    """GX checkpoint on the raw zone (the contract with the export, and row reconciliation);
+    raises on a critical failure, after recording it."""
+    from crmshield.validate_raw import validate_raw_zone
+
+    settings = settings or Settings.from_env()
+    ingest = read_stage(settings, run_id, "ingest")
+    if ingest is None:
+        raise RuntimeError(f"run {run_id}: no ingest result; run `crmshield ingest` first")
+    return _run_stage(settings, run_id, "validate_raw", lambda: validate_raw_zone(settings, run_id, ingest).to_dict())
+
+
 def stage_privacy(run_id: str, settings: Settings | None = None) -> dict[str, Any]:
     """Raw -> privacy zone, via spark-submit."""
     from crmshield.privacy import run_privacy_job
 
     settings = settings or Settings.from_env()
-    return _write(settings, run_id, "privacy", _timed(lambda: run_privacy_job(settings, run_id)))
+    return _run_stage(settings, run_id, "privacy", lambda: run_privacy_job(settings, run_id))
 
 
 def stage_validate(run_id: str, settings: Settings | None = None) -> dict[str, Any]:
     """GX checkpoint on the privacy zone; raises on a critical failure (after recording it)."""
-    from crmshield.validate import ValidationFailed, validate_privacy_zone
+    from crmshield.validate import validate_privacy_zone
 
     settings = settings or Settings.from_env()
-    started = time.perf_counter()
-    try:
-        summary = validate_privacy_zone(settings, run_id)
-    except ValidationFailed as exc:
-        result = exc.summary.to_dict()
-        result["seconds"] = round(time.perf_counter() - started, 2)
-        _write(settings, run_id, "validate", result)
-        raise
-    result = summary.to_dict()
-    result["seconds"] = round(time.perf_counter() - started, 2)
-    return _write(settings, run_id, "validate", result)
+    return _run_stage(settings, run_id, "validate", lambda: validate_privacy_zone(settings, run_id).to_dict())
 
 
 def stage_transform(run_id: str, settings: Settings | None = None) -> dict[str, Any]:
@@ -122,7 +173,7 @@ def stage_transform(run_id: str, settings: Settings | None = None) -> dict[str, 
     from crmshield.transform import run_dbt
 
     settings = settings or Settings.from_env()
-    return _write(settings, run_id, "transform", _timed(lambda: run_dbt(settings).to_dict()))
+    return _run_stage(settings, run_id, "transform", lambda: run_dbt(settings).to_dict())
 
 
 def stage_publish(run_id: str, input_fingerprint: str, settings: Settings | None = None) -> dict[str, Any]:
@@ -130,41 +181,61 @@ def stage_publish(run_id: str, input_fingerprint: str, settings: Settings | None
     from crmshield.publish import publish_marts
 
     settings = settings or Settings.from_env()
-    return _write(
-        settings,
-        run_id,
-        "publish",
-        _timed(lambda: publish_marts(settings, run_id, input_fingerprint).to_dict()),
-    )
+    return _run_stage(settings, run_id, "publish", lambda: publish_marts(settings, run_id, input_fingerprint).to_dict())
 
 
 def stage_report(run_id: str, settings: Settings | None = None) -> str:
-    """Manifest + HTML report from the recorded stage results. Returns the manifest path."""
+    """Manifest + HTML report from the recorded stage results. Returns the manifest path.
+
+    Also for a failed run: the stages up to the failed one have results, the failed one has
+    its failure record, and the manifest's ``status`` is ``failed`` with the ``failure``.
+    """
     from crmshield.report import write_run_report
 
     settings = settings or Settings.from_env()
     stages = {s: read_stage(settings, run_id, s) for s in STAGES[:-1]}
-    missing = [s for s, v in stages.items() if v is None]
-    if missing:
-        raise RuntimeError(f"run {run_id}: cannot report, stage result(s) missing: {', '.join(missing)}")
+    if stages["ingest"] is None:
+        raise RuntimeError(f"run {run_id}: cannot report, no ingest result")
+    failed = [s for s, v in stages.items() if v and v.get("status") == "failed"]
+    if not failed:
+        missing = [s for s, v in stages.items() if v is None]
+        if missing:
+            raise RuntimeError(f"run {run_id}: cannot report, stage result(s) missing: {', '.join(missing)}")
     manifest_path: Path = write_run_report(settings, run_id, {k: v for k, v in stages.items() if v})
     return str(manifest_path)
 
 
+def run_status(run_id: str, settings: Settings | None = None) -> dict[str, Any]:
+    """``status`` and ``failure`` of a written manifest (what the DAG's report task checks)."""
+    settings = settings or Settings.from_env()
+    path = settings.run_dir(run_id) / "manifest.json"
+    manifest: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return {"status": manifest.get("status"), "failure": manifest.get("failure"), "manifest": str(path)}
+
+
 def run_all(settings: Settings | None = None, on_stage: Callable[[str, dict[str, Any]], None] | None = None) -> str:
-    """Run every stage in-process, in order (what the DAG does, without Airflow)."""
+    """Run every stage in-process, in order (what the DAG does, without Airflow).
+
+    When a stage fails the later ones do not run (nothing is published: the marts already
+    published stay as they were), the run report is written anyway, and :class:`RunFailed`
+    is raised naming the stage and the report.
+    """
     settings = settings or Settings.from_env()
     ing = stage_ingest(settings)
     run_id, fp = ing["run_id"], ing["input_fingerprint"]
     if on_stage:
         on_stage("ingest", ing)
     for name, fn in (
+        ("validate_raw", lambda: stage_validate_raw(run_id, settings)),
         ("privacy", lambda: stage_privacy(run_id, settings)),
         ("validate", lambda: stage_validate(run_id, settings)),
         ("transform", lambda: stage_transform(run_id, settings)),
         ("publish", lambda: stage_publish(run_id, fp, settings)),
     ):
-        res = fn()
+        try:
+            res = fn()
+        except Exception as exc:
+            raise RunFailed(name, exc, Path(stage_report(run_id, settings))) from exc
         if on_stage:
             on_stage(name, res)
     return stage_report(run_id, settings)

@@ -29,8 +29,18 @@ pytestmark = pytest.mark.e2e
 CANARY = {
     "email": "zz.canary.7731@canary-mail.example",
     "phone": "+44 7700 900731",
+    "phone_e164": "+447700900731",
     "first": "Quintessa",
     "last": "Vandermolen",
+}
+#: A second canary whose row is quarantined (impossible date of birth): its values stay in the
+#: restricted quarantine area and must not surface in a reason, a log, a report or Data Docs.
+QUARANTINED_CANARY = {
+    "email": "qq.canary.5517@quarantine-mail.example",
+    "phone": "+44 7700 900517",
+    "phone_e164": "+447700900517",
+    "first": "Ottoline",
+    "last": "Brackenridge",
 }
 
 
@@ -45,8 +55,16 @@ def _add_canary(landing: Path) -> None:
         "Create Date": "2025-01-02 10:00", "Last Modified Date": "2025-06-01 10:00",
         "Marketing Consent": "true", "Analytics Consent": "true",
     })  # fmt: skip
+    bad = dict(row)
+    bad.update({
+        "Record ID": "1999998", "First Name": QUARANTINED_CANARY["first"], "Last Name": QUARANTINED_CANARY["last"],
+        "Email": QUARANTINED_CANARY["email"], "Phone Number": QUARANTINED_CANARY["phone"],
+        "Date of Birth": "1980-02-30",
+    })  # fmt: skip
     with (landing / FILES["contacts"]).open("a", encoding="utf-8", newline="") as fh:
-        csv.writer(fh, lineterminator="\r\n").writerow([row[h] for h in CONTACT_HEADER])
+        writer = csv.writer(fh, lineterminator="\r\n")
+        writer.writerow([row[h] for h in CONTACT_HEADER])
+        writer.writerow([bad[h] for h in CONTACT_HEADER])
     ticket = {
         "id": 9999999, "requester_id": 1999999,
         "subject": f"Refund for {CANARY['first']} {CANARY['last']}",
@@ -154,8 +172,23 @@ def test_no_landing_pii_downstream(run):
     assert any("data_docs" in k for k in texts) and any(k.endswith("report.html") for k in texts)
     leaks = [(value, where) for where, text in texts.items() for value in pii if value in text]
     assert leaks == [], f"PII found downstream: {leaks[:5]}"
-    for where, text in texts.items():  # the canary's single names, too
-        assert CANARY["first"] not in text and CANARY["last"] not in text, where
+    canaries = [*CANARY.values(), *QUARANTINED_CANARY.values()]
+    for where, text in texts.items():  # every canary value alone: single names, E.164 forms
+        found = [c for c in canaries if c in text or c.lower() in text.lower()]
+        assert found == [], f"canary PII in {where}: {found}"
+
+
+def test_quarantined_canary_is_kept_only_in_the_restricted_area(run):
+    settings, _, manifest_path = run
+    m = json.loads(manifest_path.read_text())
+    reasons = m["stages"]["ingest"]["files"]["contacts"]["quarantine_reasons"]
+    assert reasons.get("date_of_birth:invalid_date", 0) >= 1
+    kept = duckdb.sql(
+        f"SELECT count(*) FROM read_parquet('{settings.quarantine / 'contacts.parquet'}') "
+        f"WHERE contains(CAST(record AS VARCHAR), '{QUARANTINED_CANARY['email']}')"
+    ).fetchone()[0]
+    assert kept == 1, "the quarantined row is kept, with its reason, in the restricted quarantine area"
+    assert oct(settings.quarantine.stat().st_mode & 0o777) == "0o700"
 
 
 def test_key_material_is_never_written_downstream(run):

@@ -24,15 +24,20 @@ def test_every_dag_file_imports(dagbag):
 
 def test_pipeline_structure(dagbag):
     dag = dagbag.dags["crm_privacy_pipeline"]
-    order = ["ingest", "privacy", "validate", "transform", "publish", "report"]
+    order = ["ingest", "validate_raw", "privacy", "validate", "transform", "publish", "report"]
     assert [t.task_id for t in dag.topological_sort()] == order
-    for up, down in zip(order, order[1:], strict=False):
+    for up, down in zip(order[:-2], order[1:-1], strict=True):
         assert dag.get_task(down).upstream_task_ids == {up}
+    # the report is written whatever happened upstream (then fails the run if a stage failed)
+    report = dag.get_task("report")
+    assert report.upstream_task_ids == {"publish", "ingest"}
+    assert report.trigger_rule == "all_done"
     outlets = {t.task_id: [a.name for a in t.outlets] for t in dag.tasks}
     assert outlets["ingest"] == ["crmshield_raw_zone"]
     assert outlets["privacy"] == ["crmshield_privacy_zone"]
     assert outlets["transform"] == ["crmshield_warehouse"]
     assert outlets["publish"] == ["crmshield_dp_marts"]
     assert dag.max_active_runs == 1 and not dag.catchup
-    # validation sits between the privacy zone and everything that reads it
+    # validation sits between each zone and everything that reads it
+    assert dag.get_task("privacy").upstream_task_ids == {"validate_raw"}
     assert dag.get_task("transform").upstream_task_ids == {"validate"}
