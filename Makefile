@@ -15,6 +15,7 @@ test: setup
 	@$(VENV)/ruff check --quiet .
 	@$(VENV)/ruff check --quiet --select AIR3 dags/
 	@$(VENV)/ruff format --check --quiet .
+	@bash scripts/ensure_chromium.sh
 	@$(VENV)/python -m pytest
 
 test-fast: setup
