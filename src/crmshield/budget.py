@@ -39,6 +39,7 @@ import math
 import os
 import re
 import sqlite3
+import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager
@@ -449,6 +450,26 @@ class Ledger:
         except sqlite3.Error as exc:  # e.g. still locked after BUSY_TIMEOUT_S: fail closed, nothing was reserved
             raise LedgerError(f"{self.path}: privacy-budget ledger unavailable: {exc}") from exc
 
+    def _ensure_wal(self, conn: sqlite3.Connection) -> None:
+        """Switch the file to WAL, retrying while another process holds it.
+
+        Changing the journal mode needs an exclusive lock, and SQLite may answer ``database is
+        locked`` at once, without its busy handler, while a second process is creating the same
+        ledger (seen with two publishers starting together on a loaded machine).
+        """
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        while True:
+            try:
+                if str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                    conn.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.05)
+
     def _init(self) -> None:
         parent = self.path.parent
         parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -458,7 +479,7 @@ class Ledger:
         os.chmod(self.path, 0o600)
         try:
             with closing(self._connect()) as conn:
-                conn.execute("PRAGMA journal_mode = WAL")
+                self._ensure_wal(conn)
                 conn.execute("BEGIN IMMEDIATE")
                 try:
                     version = conn.execute("PRAGMA user_version").fetchone()[0]
