@@ -105,6 +105,10 @@ def failure_record(stage: str, exc: BaseException, seconds: float) -> dict[str, 
     if isinstance(exc, ValidationFailed):
         record.update(exc.summary.to_dict())
         record["zone"] = STAGE_ZONES.get(stage, exc.zone)
+    result = getattr(exc, "result", None)  # a failed dbt build: its tests' statuses and counts
+    if result is not None and hasattr(result, "to_dict"):
+        for key, value in result.to_dict().items():
+            record.setdefault(key, value)
     return record
 
 
