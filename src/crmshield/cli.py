@@ -63,7 +63,7 @@ def _fail(exc: BaseException) -> typer.Exit:
     from crmshield.java import JavaMissing
     from crmshield.keys import KeyError_
 
-    console.print(f"[bold red]error:[/] {exc}")
+    console.print(f"[bold red]error:[/] {_escape_markup(str(exc))}")
     if isinstance(exc, JavaMissing):
         return typer.Exit(EXIT_JAVA)
     if isinstance(exc, KeyError_):
@@ -274,7 +274,7 @@ def erase(
         if reference:
             requests = [Request(r.kind, r.value, reference) for r in requests]
     except ValueError as exc:
-        console.print(f"[bold red]error:[/] {exc}")
+        console.print(f"[bold red]error:[/] {_escape_markup(str(exc))}")
         raise typer.Exit(2) from None
     entry = _guarded(run_erase, settings, requests)
     removed = sum(entry["landing_records_removed"].values())

@@ -48,3 +48,14 @@ def test_a_failed_dbt_build_record_lists_its_tests(tmp_path):
     record = failure_record("transform", TransformError("dbt build failed", failures=[node], result=result), 2.0)
     assert record["status"] == "failed" and record["error"] == "dbt build failed"
     assert record["nodes"][0]["unique_id"] == node.unique_id and record["nodes"][0]["failures"] == 3
+
+
+def test_cli_errors_keep_their_bracketed_check_names(capsys):
+    """Rich would swallow ``[no_email]`` as markup; the CLI escapes error messages."""
+    import typer
+
+    from crmshield.cli import _fail
+
+    exit_ = _fail(RuntimeError("privacy__contacts: expect_column_values_to_not_match_regex(email) [no_email] n=3"))
+    assert isinstance(exit_, typer.Exit) and exit_.exit_code == 1
+    assert "[no_email]" in capsys.readouterr().err
