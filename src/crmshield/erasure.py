@@ -262,9 +262,9 @@ def find_subject(settings: Settings, requests: list[Request]) -> Subject:
 
 
 def _landing_contacts(settings: Settings) -> Iterator[dict[str, str]]:
-    from crmshield.ingest import SPECS
+    from crmshield.sources import source_specs
 
-    spec = SPECS["contacts"]
+    spec = source_specs()["contacts"]
     path = settings.landing / spec.file
     if not path.is_file():
         return
@@ -339,10 +339,10 @@ def _mentions(record: bytes, subject: Subject) -> bool:
 
 def scrub_landing(settings: Settings, subject: Subject) -> dict[str, int]:
     """Remove the subject's records from the landing exports; other bytes are kept as they were."""
-    from crmshield.ingest import SPECS
+    from crmshield.sources import source_specs
 
     removed: dict[str, int] = {}
-    for entity, spec in SPECS.items():
+    for entity, spec in source_specs().items():
         path = settings.landing / spec.file
         if not path.is_file():
             continue
@@ -516,12 +516,12 @@ def process_requests_file(settings: Settings, key: PseudonymKey | None = None) -
 
 def erase(settings: Settings, requests: list[Request], key: PseudonymKey | None = None) -> dict[str, Any]:
     """The full operation behind ``crmshield erase``: record, scrub, rebuild, verify, audit."""
-    from crmshield.ingest import SPECS
     from crmshield.keys import load_key
     from crmshield.pipeline import stage_ingest, stage_privacy, stage_transform, stage_validate, stage_validate_raw
+    from crmshield.sources import source_specs
 
     key = key or load_key()
-    missing = [s.file for s in SPECS.values() if not (settings.landing / s.file).is_file()]
+    missing = [s.file for s in source_specs().values() if not (settings.landing / s.file).is_file()]
     if missing:
         raise ErasureError(
             f"{settings.landing}: export(s) {missing} missing; erasure rebuilds every zone from the landing zone"

@@ -13,6 +13,10 @@ and phone numbers keep their leading zeros. A row is then exactly one of:
 mismatch fails the stage. Raw and quarantine hold PII: they are restricted and
 nothing past the privacy stage reads them. Errors and reports carry field
 names, reason codes and positions, never the offending values.
+
+Which landing file holds which entity, and how its columns map onto the
+canonical model, is declared in the source spec (``config/sources/*.yml``,
+validated by ``crmshield.sources``; ``$CRMSHIELD_SOURCE_SPEC`` picks one).
 """
 
 from __future__ import annotations
@@ -23,136 +27,35 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 from crmshield.config import Settings
+from crmshield.sources import (  # noqa: F401 - re-exported: the spec types used to live here
+    EntitySpec,
+    Field,
+    FieldType,
+    SourceSpecError,
+    default_source_spec_path,
+    load_source_spec,
+    source_spec_path,
+    source_specs,
+)
 
 if TYPE_CHECKING:
     import duckdb
 
     from crmshield.keys import PseudonymKey
 
-FieldType = Literal[
-    "bigint", "integer", "decimal", "varchar", "date", "timestamp", "boolean", "category", "email", "phone"
-]
-
-COUNTRY_ALIASES: dict[str, str] = {
-    "united states": "US", "usa": "US", "us": "US", "united states of america": "US",
-    "canada": "CA", "ca": "CA",
-    "united kingdom": "GB", "uk": "GB", "gb": "GB", "great britain": "GB",
-    "germany": "DE", "deutschland": "DE", "de": "DE",
-    "france": "FR", "fr": "FR",
-    "netherlands": "NL", "the netherlands": "NL", "nederland": "NL", "nl": "NL",
-    "spain": "ES", "españa": "ES", "es": "ES",
-    "australia": "AU", "au": "AU",
-}  # fmt: skip
-
-
-@dataclass(frozen=True)
-class Field:
-    """One canonical column: where it comes from and how it is typed."""
-
-    name: str
-    source: str
-    type: FieldType = "varchar"
-    required: bool = False
-    formats: tuple[str, ...] = ()
-    allowed: tuple[str, ...] = ()  # for "category": values after normalization
-    aliases: tuple[tuple[str, str], ...] = ()  # for "category": lower-cased alias -> value
-    region: str = ""  # for "phone": the field whose value is the default region (ISO country)
-
-
-@dataclass(frozen=True)
-class EntitySpec:
-    """How one landing file maps onto one canonical raw table."""
-
-    entity: str
-    file: str
-    format: Literal["csv", "jsonl"]
-    key: str
-    updated_at: str
-    fields: tuple[Field, ...]
-
 
 MAX_LINE_BYTES = 64 * 1024 * 1024  # a 1 MB ticket body is ordinary; a 64 MB line is an error
-_TS = ("%Y-%m-%d %H:%M", "%Y-%m-%d %H:%M:%S")
-_ISO = ("%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%dT%H:%M:%S.%fZ", "%Y-%m-%dT%H:%M:%S%z")
-_COUNTRY = tuple(sorted(COUNTRY_ALIASES.items()))
 
-SPECS: dict[str, EntitySpec] = {
-    "contacts": EntitySpec(
-        "contacts", "hubspot_contacts.csv", "csv", "contact_id", "updated_at",
-        (
-            Field("contact_id", "Record ID", "bigint", required=True),
-            Field("first_name", "First Name"),
-            Field("last_name", "Last Name"),
-            Field("email", "Email", "email"),
-            Field("phone", "Phone Number", "phone", region="country"),
-            Field("date_of_birth", "Date of Birth", "date", formats=("%Y-%m-%d",)),
-            Field("street", "Street Address"),
-            Field("city", "City"),
-            Field("postal_code", "Postal Code"),
-            Field("country", "Country/Region", "category", aliases=_COUNTRY),
-            Field("lifecycle_stage", "Lifecycle Stage", "category", allowed=(
-                "subscriber", "lead", "marketingqualifiedlead", "salesqualifiedlead",
-                "opportunity", "customer", "evangelist", "other")),
-            Field("created_at", "Create Date", "timestamp", required=True, formats=_TS),
-            Field("updated_at", "Last Modified Date", "timestamp", formats=_TS),
-            Field("marketing_consent", "Marketing Consent", "boolean"),
-            Field("analytics_consent", "Analytics Consent", "boolean"),
-            Field("company_id", "Associated Company ID", "bigint"),
-        ),
-    ),
-    "companies": EntitySpec(
-        "companies", "hubspot_companies.csv", "csv", "company_id", "created_at",
-        (
-            Field("company_id", "Record ID", "bigint", required=True),
-            Field("name", "Company name"),
-            Field("domain", "Company Domain Name"),
-            Field("industry", "Industry"),
-            Field("employees", "Number of Employees", "integer"),
-            Field("annual_revenue", "Annual Revenue", "decimal"),
-            Field("country", "Country/Region", "category", aliases=_COUNTRY),
-            Field("city", "City"),
-            Field("created_at", "Create Date", "timestamp", required=True, formats=_TS),
-        ),
-    ),
-    "deals": EntitySpec(
-        "deals", "hubspot_deals.csv", "csv", "deal_id", "created_at",
-        (
-            Field("deal_id", "Record ID", "bigint", required=True),
-            Field("deal_name", "Deal Name"),
-            Field("stage", "Deal Stage", "category", required=True, allowed=(
-                "appointmentscheduled", "qualifiedtobuy", "presentationscheduled",
-                "decisionmakerboughtin", "contractsent", "closedwon", "closedlost")),
-            Field("pipeline", "Pipeline"),
-            Field("amount", "Amount", "decimal"),
-            Field("currency", "Currency"),
-            Field("close_date", "Close Date", "date", formats=("%Y-%m-%d",)),
-            Field("created_at", "Create Date", "timestamp", required=True, formats=_TS),
-            Field("contact_id", "Associated Contact ID", "bigint"),
-            Field("company_id", "Associated Company ID", "bigint"),
-        ),
-    ),
-    "tickets": EntitySpec(
-        "tickets", "zendesk_tickets.jsonl", "jsonl", "ticket_id", "updated_at",
-        (
-            Field("ticket_id", "$.id", "bigint", required=True),
-            Field("requester_id", "$.requester_id", "bigint", required=True),
-            Field("subject", "$.subject"),
-            Field("description", "$.description"),
-            Field("channel", "$.via.channel", "category", allowed=("email", "web", "chat", "voice", "api")),
-            Field("priority", "$.priority", "category", allowed=("low", "normal", "high", "urgent")),
-            Field("status", "$.status", "category", required=True,
-                  allowed=("new", "open", "pending", "solved", "closed")),
-            Field("created_at", "$.created_at", "timestamp", required=True, formats=_ISO),
-            Field("updated_at", "$.updated_at", "timestamp", formats=_ISO),
-            Field("solved_at", "$.solved_at", "timestamp", formats=_ISO),
-            Field("satisfaction", "$.satisfaction_rating.score", "category",
-                  allowed=("good", "bad", "offered", "unoffered")),
-        ),
-    ),
-}  # fmt: skip
+#: The shipped source spec (``config/sources/generator.yml``), loaded at import for the modules and
+#: tests that describe the default layout. Ingest itself runs on :func:`source_specs`, which
+#: honours ``$CRMSHIELD_SOURCE_SPEC``.
+SPECS: dict[str, EntitySpec] = load_source_spec(default_source_spec_path())
+
+#: Lower-cased country spelling -> ISO code: the contacts' country value map of the shipped spec.
+COUNTRY_ALIASES: dict[str, str] = dict(next(f.aliases for f in SPECS["contacts"].fields if f.name == "country"))
 
 
 class IngestError(RuntimeError):
@@ -279,12 +182,16 @@ def _load_source(con: duckdb.DuckDBPyConnection, spec: EntitySpec, path: Path) -
     the number of bad lines."""
     p = _lit(str(path))
     common = (
-        "encoding='utf-8', store_rejects=true, rejects_table='rej', rejects_scan='rej_scan', "
+        f"encoding={_lit(spec.encoding)}, store_rejects=true, rejects_table='rej', rejects_scan='rej_scan', "
         f"max_line_size={MAX_LINE_BYTES}"
     )
     if spec.format == "csv":
         header_lines = 1
-        source = f"read_csv({p}, header=true, all_varchar=true, delim=',', quote='\"', escape='\"', {common})"
+        quote = _lit(spec.quote)
+        source = (
+            f"read_csv({p}, header=true, all_varchar=true, delim={_lit(spec.delimiter)}, quote={quote}, "
+            f"escape={quote}, {common})"
+        )
     else:  # JSON lines: one text column per physical line, parsed below
         header_lines = 0
         source = (
@@ -504,7 +411,7 @@ def _normalization_counts(con: duckdb.DuckDBPyConnection, spec: EntitySpec) -> d
 def landing_fingerprint(landing: Path, extra: str = "") -> tuple[str, dict[str, str]]:
     """(fingerprint, {file: sha256}) over the expected landing files."""
     hashes = {}
-    for spec in SPECS.values():
+    for spec in source_specs().values():
         path = landing / spec.file
         if not path.is_file():
             raise IngestError(f"{path}: expected {spec.entity} export not found in the landing zone")
@@ -528,6 +435,7 @@ def ingest(
     from crmshield.erasure import process_requests_file, suppressed_tokens
     from crmshield.policy import load_policy, policy_path
 
+    specs = source_specs()  # validated before anything is read or written
     policy = load_policy(policy_path())
     rules = policy.retention
     key = None
@@ -549,7 +457,7 @@ def ingest(
         register_duckdb(con)
         if tokens:
             _register_suppression(con, key, tokens)  # type: ignore[arg-type]
-        for spec in SPECS.values():  # contacts first: they set the reference date
+        for spec in specs.values():  # contacts first: they set the reference date
             rule = rules.get(spec.entity)
             retention = (rule.column, rule.days) if rule else None
             ent = policy.entities.get(spec.entity)

@@ -39,14 +39,16 @@ class RunFailed(RuntimeError):
 
 def config_digest(settings: Settings) -> str:
     """sha256 over everything besides the landing files that shapes the outputs:
-    the privacy policy, the Spark job, the dbt project and the DP mart
-    declarations. Part of the run fingerprint, so changing any of them makes a
-    new run (and a new publication) while an unchanged re-run stays a no-op."""
+    the source spec (export -> canonical mapping), the privacy policy, the
+    Spark job, the dbt project and the DP mart declarations. Part of the run
+    fingerprint, so changing any of them makes a new run (and a new
+    publication) while an unchanged re-run stays a no-op."""
     import hashlib
 
     from crmshield.policy import policy_path
+    from crmshield.sources import source_spec_path
 
-    files = [policy_path()]
+    files = [source_spec_path(), policy_path()]
     for folder, pattern in (
         (settings.spark_jobs / "privacy", "*.py"),
         (settings.dbt_project / "models", "**/*"),
