@@ -306,6 +306,29 @@ def redaction_report(
     _emit(result, as_json, format_table(result))
 
 
+@app.command()
+def profile(
+    file: Annotated[Path, typer.Argument(help="The export to profile (CSV, JSON lines or a JSON array).")],
+    entity: Annotated[
+        str, typer.Option(help="Canonical entity it holds: contacts, companies, deals or tickets.")
+    ] = "contacts",
+    sample_rows: Annotated[int, typer.Option(min=1, help="Rows to sample (streamed; never the whole file).")] = 10_000,
+    out_dir: Annotated[Path, typer.Option("--out", help="Where to write the drafts.")] = Path("."),
+    as_json: JsonOut = False,
+) -> None:
+    """Onboard a new export: detect encoding, format, types and likely PII per column (counts only, never a
+    value), and write a DRAFT source spec <stem>.source.yml and policy entries <stem>.policy.yml to review."""
+    from crmshield.profile import format_table, write_drafts
+    from crmshield.profile import profile as run_profile
+    from crmshield.sources import ENTITIES
+
+    if entity not in ENTITIES:
+        raise typer.BadParameter(f"one of {', '.join(ENTITIES)}", param_hint="--entity")
+    result = _guarded(run_profile, file, entity=entity, sample_rows=sample_rows)
+    _guarded(write_drafts, result, out_dir)
+    _emit(result.to_dict(), as_json, _escape_markup(format_table(result)))
+
+
 def _use_default_key_file(settings: Settings) -> None:
     """Use .secrets/pseudonymization.key when no key is configured and that file exists."""
     from crmshield.keys import ENV_FILE, ENV_KEY
