@@ -14,6 +14,10 @@ runs whatever happened (trigger rule ``all_done``), writes the run report and ma
 naming the failed expectation, and then fails itself if the run failed, so the DAG run is
 marked failed.
 
+Started by an event on the Asset ``crmshield_landing``, which ``crm_landing_watch``
+emits when a complete, settled export with a new fingerprint has landed; still
+triggered by hand too (``airflow dags trigger``/``dags test``, ``crmshield demo``).
+
 Zones are configured with CRMSHIELD_DATA_DIR; the pseudonymization key with
 CRMSHIELD_PSEUDONYMIZATION_KEY(_FILE) or the Airflow connection
 ``crmshield_pseudonymization`` (see .env.example).
@@ -28,15 +32,17 @@ RAW_ZONE = Asset("crmshield_raw_zone")
 PRIVACY_ZONE = Asset("crmshield_privacy_zone")
 WAREHOUSE = Asset("crmshield_warehouse")
 DP_MARTS = Asset("crmshield_dp_marts")
+LANDING = Asset("crmshield_landing")  # emitted by crm_landing_watch for a new export
 
 
 @dag(
     dag_id="crm_privacy_pipeline",
-    schedule=None,
+    schedule=[LANDING],  # a new export starts a run; manual triggers still work
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,  # one writer per zone (DuckDB allows a single writer)
     max_active_tasks=1,
+    is_paused_upon_creation=False,  # else Airflow drops the landing events (a paused DAG queues none)
     default_args={"retries": 0},
     tags=["crmshield", "privacy"],
     doc_md=__doc__,

@@ -41,3 +41,34 @@ def test_pipeline_structure(dagbag):
     # validation sits between each zone and everything that reads it
     assert dag.get_task("privacy").upstream_task_ids == {"validate_raw"}
     assert dag.get_task("transform").upstream_task_ids == {"validate"}
+
+
+def test_landing_watch_structure(dagbag):
+    from crmshield.landing_watch import LANDING_ASSET
+
+    watch = dagbag.dags["crm_landing_watch"]
+    assert [t.task_id for t in watch.tasks] == ["detect_new_export"]
+    detect = watch.get_task("detect_new_export")
+    # the watch task's only outlet is the landing asset: its success is the event
+    assert [a.name for a in detect.outlets] == [LANDING_ASSET]
+    assert watch.max_active_runs == 1 and not watch.catchup
+    assert watch.is_paused_upon_creation is False
+    assert "Cron" in type(watch.timetable).__name__  # polls on a clock, not on an asset
+    assert detect.execution_timeout is not None
+
+
+def test_pipeline_is_scheduled_on_the_landing_asset(dagbag):
+    from crmshield.landing_watch import LANDING_ASSET
+
+    pipeline = dagbag.dags["crm_privacy_pipeline"]
+    watch = dagbag.dags["crm_landing_watch"]
+    condition = pipeline.timetable.asset_condition  # schedule=[LANDING]: AssetAll(LANDING)
+    scheduled_on = [a.name for a in getattr(condition, "objects", [condition])]
+    # the asset the pipeline waits for is the one the watcher emits, and only that
+    assert scheduled_on == [LANDING_ASSET]
+    assert scheduled_on == [a.name for a in watch.get_task("detect_new_export").outlets]
+    # runs still start by hand (dags trigger / dags test) and never pile up
+    assert pipeline.max_active_runs == 1 and not pipeline.catchup
+    assert pipeline.is_paused_upon_creation is False  # a paused DAG gets no asset-triggered run
+    # no task of the pipeline produces the landing asset (no self-trigger loop)
+    assert all(LANDING_ASSET not in [a.name for a in t.outlets] for t in pipeline.tasks)
