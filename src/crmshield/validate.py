@@ -30,6 +30,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -478,6 +479,54 @@ def _register_excluded_subjects(session: SparkSession, settings: Settings, modul
     return counts
 
 
+def summarize_checkpoint(
+    settings: Settings,
+    run_id: str,
+    checkpoint_result: CheckpointResult,
+    *,
+    checkpoint_name: str,
+    zone: str,
+    stage: str,
+    order: Sequence[str] = (),
+    entity_of: Callable[[str], str] = lambda suite_name: suite_name,
+    summarize: Callable[[Any, str, str | None], SuiteResult] | None = None,
+) -> ValidationSummary:
+    """The end of every gate: check that GX kept no value, summarize each suite (in ``order`` of
+    entity, with its Data Docs page), log warnings, and raise :class:`ValidationFailed` naming
+    ``zone`` on a critical failure. Returns the summary when the hand-over may proceed."""
+    _assert_no_values_kept(checkpoint_result)
+    summarize = summarize or _summarize_suite
+    suite_results = tuple(
+        sorted(
+            (
+                summarize(r, entity_of(r.suite_name), _data_docs_page(settings, key))
+                for key, r in checkpoint_result.run_results.items()
+            ),
+            key=lambda s: order.index(s.entity) if s.entity in order else len(order),
+        )
+    )
+    index = settings.data_docs / "index.html"
+    summary = ValidationSummary(
+        run_id=run_id,
+        success=bool(checkpoint_result.success),
+        suites=suite_results,
+        data_docs_index=index if index.is_file() else None,
+        checkpoint_name=checkpoint_name,
+    )
+    for suite_name, failure in summary.warnings:
+        log.warning("%s: warning %s", stage, failure.describe(suite_name))
+    if not summary.passed:
+        raise ValidationFailed(summary, zone=zone)
+    log.info(
+        "%s: %d suites passed (%d warnings); Data Docs at %s",
+        stage,
+        len(suite_results),
+        len(summary.warnings),
+        summary.data_docs_index,
+    )
+    return summary
+
+
 # --------------------------------------------------------------------------- the stage
 
 
@@ -517,35 +566,17 @@ def validate_privacy_zone(settings: Settings, run_id: str, spark: SparkSession |
         if own_session:
             session.stop()
 
-    _assert_no_values_kept(checkpoint_result)
     by_suite = {module.suite_name(entity): entity for entity in ENTITIES}
-    suite_results = tuple(
-        sorted(
-            (
-                _summarize_suite(r, by_suite.get(r.suite_name, r.suite_name), _data_docs_page(settings, key))
-                for key, r in checkpoint_result.run_results.items()
-            ),
-            key=lambda s: ENTITIES.index(s.entity) if s.entity in ENTITIES else len(ENTITIES),
-        )
+    return summarize_checkpoint(
+        settings,
+        run_id,
+        checkpoint_result,
+        checkpoint_name=CHECKPOINT_NAME,
+        zone="the privacy zone",
+        stage="validate",
+        order=ENTITIES,
+        entity_of=lambda name: by_suite.get(name, name),
     )
-    index = settings.data_docs / "index.html"
-    summary = ValidationSummary(
-        run_id=run_id,
-        success=bool(checkpoint_result.success),
-        suites=suite_results,
-        data_docs_index=index if index.is_file() else None,
-    )
-    for suite, failure in summary.warnings:
-        log.warning("validate: warning %s", failure.describe(suite))
-    if not summary.passed:
-        raise ValidationFailed(summary)
-    log.info(
-        "validate: %d suites passed (%d warnings); Data Docs at %s",
-        len(suite_results),
-        len(summary.warnings),
-        summary.data_docs_index,
-    )
-    return summary
 
 
 # --------------------------------------------------------------------------- published marts
@@ -591,20 +622,12 @@ def validate_published(
     )
     log.info("publish: running checkpoint %s for run %s", PUBLISHED_CHECKPOINT, run_id)
     result = checkpoint.run(batch_parameters={"dataframe": facts}, run_id=RunIdentifier(run_name=run_id))
-    _assert_no_values_kept(result)
-    suites = tuple(
-        _summarize_suite(r, "published", _data_docs_page(settings, key)) for key, r in result.run_results.items()
-    )
-    index = settings.data_docs / "index.html"
-    summary = ValidationSummary(
-        run_id=run_id,
-        success=bool(result.success),
-        suites=suites,
-        data_docs_index=index if index.is_file() else None,
+    return summarize_checkpoint(
+        settings,
+        run_id,
+        result,
         checkpoint_name=PUBLISHED_CHECKPOINT,
+        zone="the marts about to be published",
+        stage="publish",
+        entity_of=lambda _name: "published",
     )
-    for suite_name, failure in summary.warnings:
-        log.warning("publish: warning %s", failure.describe(suite_name))
-    if not summary.passed:
-        raise ValidationFailed(summary, zone="the marts about to be published")
-    return summary

@@ -40,15 +40,13 @@ from crmshield.validate import (
     RESULT_FORMAT,
     FailedExpectation,
     SuiteResult,
-    ValidationFailed,
     ValidationSummary,
-    _assert_no_values_kept,
-    _data_docs_page,
     _get_context,
     _local_spark,
     _quietly,
     _summarize_suite,
     load_expectations_module,
+    summarize_checkpoint,
 )
 
 if TYPE_CHECKING:
@@ -212,34 +210,16 @@ def validate_raw_zone(
         if own_session:
             session.stop()
 
-    _assert_no_values_kept(checkpoint_result)
     order = [*ENTITIES, RECONCILIATION]
     by_suite = {module.suite_name(entity): entity for entity in order}
-    suite_results = tuple(
-        sorted(
-            (
-                _summarize(r, by_suite.get(r.suite_name, r.suite_name), _data_docs_page(settings, key))
-                for key, r in checkpoint_result.run_results.items()
-            ),
-            key=lambda s: order.index(s.entity) if s.entity in order else len(order),
-        )
-    )
-    index = settings.data_docs / "index.html"
-    summary = ValidationSummary(
-        run_id=run_id,
-        success=bool(checkpoint_result.success),
-        suites=suite_results,
-        data_docs_index=index if index.is_file() else None,
+    return summarize_checkpoint(
+        settings,
+        run_id,
+        checkpoint_result,
         checkpoint_name=CHECKPOINT_NAME,
+        zone="the raw zone",
+        stage="validate_raw",
+        order=order,
+        entity_of=lambda name: by_suite.get(name, name),
+        summarize=_summarize,
     )
-    for suite_name, failure in summary.warnings:
-        log.warning("validate_raw: warning %s", failure.describe(suite_name))
-    if not summary.passed:
-        raise ValidationFailed(summary, zone="the raw zone")
-    log.info(
-        "validate_raw: %d suites passed (%d warnings); Data Docs at %s",
-        len(suite_results),
-        len(summary.warnings),
-        summary.data_docs_index,
-    )
-    return summary
