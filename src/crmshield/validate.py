@@ -297,6 +297,22 @@ def _quietly(action: Any, *args: Any, **kwargs: Any) -> None:
         log.debug("nothing to delete (%s)", type(exc).__name__)
 
 
+def add_checkpoint(context: FileDataContext, name: str, validation_definitions: list[Any]) -> Any:
+    """(Re)create a gate's Checkpoint: always counts-only (:data:`RESULT_FORMAT`) and always
+    updating the one Data Docs site. Every gate goes through here, so none can forget either."""
+    import great_expectations as gx
+    from great_expectations.checkpoint import UpdateDataDocsAction
+
+    return context.checkpoints.add(
+        gx.Checkpoint(
+            name=name,
+            validation_definitions=validation_definitions,
+            actions=[UpdateDataDocsAction(name="update_data_docs", site_names=[DATA_DOCS_SITE])],
+            result_format=RESULT_FORMAT,
+        )
+    )
+
+
 def _register(context: FileDataContext, settings: Settings, suites: dict[str, Any]) -> Any:
     """(Re)create datasource, assets, suites, validation definitions and the checkpoint.
 
@@ -304,7 +320,6 @@ def _register(context: FileDataContext, settings: Settings, suites: dict[str, An
     code's definitions and never trips over names left by the previous one.
     """
     import great_expectations as gx
-    from great_expectations.checkpoint import UpdateDataDocsAction
 
     vd_names = {entity: f"{CHECKPOINT_NAME}__{entity}" for entity in suites}
     _quietly(context.checkpoints.delete, CHECKPOINT_NAME)
@@ -323,14 +338,7 @@ def _register(context: FileDataContext, settings: Settings, suites: dict[str, An
                 gx.ValidationDefinition(name=vd_names[entity], data=batch_definition, suite=saved_suite)
             )
         )
-    return context.checkpoints.add(
-        gx.Checkpoint(
-            name=CHECKPOINT_NAME,
-            validation_definitions=validation_definitions,
-            actions=[UpdateDataDocsAction(name="update_data_docs", site_names=[DATA_DOCS_SITE])],
-            result_format=RESULT_FORMAT,
-        )
-    )
+    return add_checkpoint(context, CHECKPOINT_NAME, validation_definitions)
 
 
 def _severity(config: Any) -> str:
@@ -596,7 +604,6 @@ def validate_published(
     previously published marts.
     """
     import great_expectations as gx
-    from great_expectations.checkpoint import UpdateDataDocsAction
     from great_expectations.core.run_identifier import RunIdentifier
 
     module = load_expectations_module(settings, "published")
@@ -612,14 +619,7 @@ def validate_published(
     vd = context.validation_definitions.add(
         gx.ValidationDefinition(name=vd_name, data=batch_definition, suite=saved_suite)
     )
-    checkpoint = context.checkpoints.add(
-        gx.Checkpoint(
-            name=PUBLISHED_CHECKPOINT,
-            validation_definitions=[vd],
-            actions=[UpdateDataDocsAction(name="update_data_docs", site_names=[DATA_DOCS_SITE])],
-            result_format=RESULT_FORMAT,
-        )
-    )
+    checkpoint = add_checkpoint(context, PUBLISHED_CHECKPOINT, [vd])
     log.info("publish: running checkpoint %s for run %s", PUBLISHED_CHECKPOINT, run_id)
     result = checkpoint.run(batch_parameters={"dataframe": facts}, run_id=RunIdentifier(run_name=run_id))
     return summarize_checkpoint(

@@ -36,8 +36,6 @@ from typing import TYPE_CHECKING, Any
 
 from crmshield.config import ENTITIES, Settings
 from crmshield.validate import (
-    DATA_DOCS_SITE,
-    RESULT_FORMAT,
     FailedExpectation,
     SuiteResult,
     ValidationSummary,
@@ -45,6 +43,7 @@ from crmshield.validate import (
     _local_spark,
     _quietly,
     _summarize_suite,
+    add_checkpoint,
     load_expectations_module,
     summarize_checkpoint,
 )
@@ -93,7 +92,6 @@ def _register(context: FileDataContext, settings: Settings, suites: dict[str, An
     """(Re)create datasources, assets, suites, validation definitions and the ``raw_zone``
     checkpoint; delete-then-add, so every run starts from the code's definitions."""
     import great_expectations as gx
-    from great_expectations.checkpoint import UpdateDataDocsAction
 
     _quietly(context.checkpoints.delete, CHECKPOINT_NAME)
     for entity in suites:
@@ -123,14 +121,7 @@ def _register(context: FileDataContext, settings: Settings, suites: dict[str, An
                 gx.ValidationDefinition(name=_vd_name(entity), data=batch_definition, suite=saved_suite)
             )
         )
-    return context.checkpoints.add(
-        gx.Checkpoint(
-            name=CHECKPOINT_NAME,
-            validation_definitions=validation_definitions,
-            actions=[UpdateDataDocsAction(name="update_data_docs", site_names=[DATA_DOCS_SITE])],
-            result_format=RESULT_FORMAT,
-        )
-    )
+    return add_checkpoint(context, CHECKPOINT_NAME, validation_definitions)
 
 
 def _safe_detail(failure: FailedExpectation, evr: Any) -> dict[str, Any] | None:
