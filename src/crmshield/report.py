@@ -101,22 +101,25 @@ def _stage_status(stages: Mapping[str, Any]) -> dict[str, str]:
     return out
 
 
+def _expectation_failure(f: Any) -> dict[str, Any]:
+    """One failed expectation as the manifest records it: names and counts, never a value."""
+    return {
+        "expectation_type": _get(f, "expectation_type"),
+        "column": _get(f, "column"),
+        "check": _get(f, "check"),
+        "severity": _get(f, "severity") or "critical",
+        "unexpected_count": _get(f, "unexpected_count"),
+        "element_count": _get(f, "element_count"),
+    }
+
+
 def _failure_rows(stage: Mapping[str, Any] | None) -> list[dict[str, Any]]:
     """Every failed expectation of a validation result, critical first (names and counts only)."""
-    rows = []
-    for s in _list(stage, "suites"):
-        for f in _list(s, "failures"):
-            rows.append(
-                {
-                    "suite": _get(s, "suite_name"),
-                    "expectation_type": _get(f, "expectation_type"),
-                    "column": _get(f, "column"),
-                    "check": _get(f, "check"),
-                    "severity": _get(f, "severity") or "critical",
-                    "unexpected_count": _get(f, "unexpected_count"),
-                    "element_count": _get(f, "element_count"),
-                }
-            )
+    rows = [
+        {"suite": _get(s, "suite_name"), **_expectation_failure(f)}
+        for s in _list(stage, "suites")
+        for f in _list(s, "failures")
+    ]
     rows.sort(key=lambda r: r["severity"] != "critical")
     return rows
 
@@ -181,20 +184,14 @@ def _validation(settings: Settings, run_dir: Path, stages: Mapping[str, Any]) ->
             if page:
                 target = settings.data_docs / page
                 href = _rel(target, run_dir) if target.is_file() else None
-            failures = []
-            for f in _list(s, "failures"):
-                failures.append(
-                    {
-                        "expectation_type": _get(f, "expectation_type"),
-                        "column": _get(f, "column"),
-                        "check": _get(f, "check"),
-                        "severity": _get(f, "severity") or "critical",
-                        "unexpected_count": _get(f, "unexpected_count"),
-                        "element_count": _get(f, "element_count"),
-                        "raised_exception": bool(_get(f, "raised_exception")),
-                        "detail": _dict(f, "detail"),
-                    }
-                )
+            failures = [
+                {
+                    **_expectation_failure(f),
+                    "raised_exception": bool(_get(f, "raised_exception")),
+                    "detail": _dict(f, "detail"),
+                }
+                for f in _list(s, "failures")
+            ]
             suites.append(
                 {
                     "suite_name": _get(s, "suite_name"),
