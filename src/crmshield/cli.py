@@ -27,8 +27,10 @@ from crmshield.config import Settings
 app = typer.Typer(
     help="Privacy-first analytics pipeline for CRM exports: ingest, pseudonymize (Spark), "
     "validate (Great Expectations), model (dbt on DuckDB) and publish DP marts (SmartNoise).\n\n"
-    'Interactive DP queries: `crmshield query "SQL"` (--explain to see the cost first), '
-    "`crmshield budget` for what is left.\n\n"
+    'Interactive DP queries: `crmshield query "SQL"` (--explain to see the cost first, --csv PATH for a '
+    "spreadsheet), `crmshield budget` for what is left.\n\n"
+    "Onboarding an export: `crmshield profile FILE`, then `crmshield quarantine` for the rows ingest set aside "
+    "(file, line, field, reason; never a value unless --show-values).\n\n"
     "Exit codes: 0 success, 1 a stage failed, 2 bad usage, 3 Java missing or too old, 4 no pseudonymization key, "
     "5 DP query refused (nothing spent), 6 privacy budget refused (over budget or unknown analyst).",
     no_args_is_help=True,
@@ -562,6 +564,14 @@ def query(
     explain: Annotated[
         bool, typer.Option("--explain", help="Show cost, expected error and suppression; spend nothing.")
     ] = False,
+    csv_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--csv",
+            help="Also write the released rows to this CSV file, for a spreadsheet (text cells starting with "
+            "= + - @ are prefixed with ' so they are never run as formulas; numbers stay numbers).",
+        ),
+    ] = None,
     data_dir: DataDir = None,
     as_json: JsonOut = False,
 ) -> None:
@@ -579,6 +589,11 @@ def query(
     identity without a budget is refused (exit 6). Every query, explain and
     refusal is audited in <data>/restricted/dp_query_audit.jsonl.
 
+    --csv PATH also writes the released rows (the columns above, intervals
+    included) to a CSV file to open in a spreadsheet: group labels come from
+    CRM values, so a text cell starting with = + - @ (or a tab or carriage
+    return) is prefixed with ' and is never run as a formula.
+
     Example: crmshield query --explain "SELECT channel, COUNT(*) AS tickets,
     AVG(resolution_hours) AS avg_hours FROM marts.tickets WHERE is_solved
     GROUP BY channel"
@@ -589,14 +604,33 @@ def query(
 
     if epsilon is not None and not (math.isfinite(epsilon) and epsilon > 0):
         raise typer.BadParameter("must be a finite number > 0", param_hint="--epsilon")
+    if csv_path is not None:
+        if explain:
+            raise typer.BadParameter("--explain releases no rows to write", param_hint="--csv")
+        _check_writable(csv_path, "--csv")  # before anything is spent
     session = _dp_guarded(as_json, DPSession, _settings(data_dir), analyst)
     if explain:
         explanation = _dp_guarded(as_json, session.explain, sql, epsilon)
         _emit(explanation.to_dict(), as_json, _escape_markup(explanation.describe()))
         return
     result = _dp_guarded(as_json, session.query, sql, epsilon)
+    csv_failed = False
+    if csv_path is not None:
+        from crmshield.csvout import write_csv
+
+        names = [name for name, _ in result.column_types]
+        try:
+            write_csv(csv_path, names, ([row.get(n) for n in names] for row in result.records()))
+        except OSError as exc:  # the budget is spent: still show the result, then fail
+            console.print(f"[bold red]error:[/] could not write {_escape_markup(str(csv_path))}: "
+                          f"{_escape_markup(exc.strerror or str(exc))}")  # fmt: skip
+            csv_failed = True
     if as_json:
-        _emit(result.to_dict(), True, "")
+        doc = result.to_dict()
+        doc["csv"] = str(csv_path) if csv_path is not None and not csv_failed else None
+        _emit(doc, True, "")
+        if csv_failed:
+            raise typer.Exit(EXIT_STAGE_FAILED)
         return
     table = Table(title=f"{result.table}: differentially private result ({len(result.frame)} rows)")
     numeric = {"BIGINT", "DOUBLE"}
@@ -613,6 +647,21 @@ def query(
             f"Remaining: {format_budget(result.remaining)}"
         )
     )
+    if csv_failed:
+        raise typer.Exit(EXIT_STAGE_FAILED)
+    if csv_path is not None:
+        out.print(_escape_markup(f"wrote {len(result.frame)} rows to {csv_path}"))
+
+
+def _check_writable(path: Path, hint: str) -> None:
+    """Refuse (exit 2) an output file whose folder is missing or read-only, or that is a folder."""
+    folder = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise typer.BadParameter(f"{path} is a folder", param_hint=hint)
+    if not folder.is_dir():
+        raise typer.BadParameter(f"folder {folder} does not exist", param_hint=hint)
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise typer.BadParameter(f"folder {folder} is not writable", param_hint=hint)
 
 
 def _escape_markup(text: str) -> str:
@@ -673,6 +722,214 @@ def budget(
         )
     out.print(entries)
     out.print(_escape_markup(f"ledger: {report['ledger']}; query audit log: {report['audit_log']}"))
+
+
+# --------------------------------------------------------------------------
+# Quarantine: what ingest set aside, for the data engineer onboarding an export
+# --------------------------------------------------------------------------
+
+#: Control characters (ANSI escapes, carriage returns...) are shown escaped, never sent to the terminal.
+_CONTROL = frozenset([*range(0x20), *range(0x7F, 0xA0)])
+
+
+def _printable(text: str) -> str:
+    return "".join(c if ord(c) not in _CONTROL else f"\\x{ord(c):02x}" for c in text)
+
+
+def _read_quarantine(path: Path, show_values: bool, with_rows: bool) -> dict[str, Any]:
+    """Counts by (file, field, reason) and, with ``with_rows``, every row of one quarantine file.
+    The ``record`` column (the original values: PII) is not even read unless ``show_values``."""
+    import duckdb
+
+    with duckdb.connect() as con:
+        src = f"read_parquet('{str(path).replace(chr(39), chr(39) * 2)}')"
+        counts = con.execute(
+            f"SELECT source_file, field, reason, count(*) FROM {src} GROUP BY ALL ORDER BY 4 DESC, 1, 2, 3"
+        ).fetchall()
+        rows: list[dict[str, Any]] = []
+        if with_rows:
+            record = ", CAST(record AS VARCHAR)" if show_values else ""
+            sql = f"SELECT source_file, source_row, field, reason, errors{record} FROM {src} ORDER BY 1, 2"
+            for r in con.execute(sql).fetchall():
+                row = {"file": r[0], "line": r[1], "field": r[2], "reason": r[3], "errors": list(r[4] or [])}
+                if show_values:
+                    row["record"] = _record(r[5])
+                rows.append(row)
+    reasons: dict[str, int] = {}
+    for _, field, reason, n in counts:  # over every file of the entity
+        reasons[f"{field}:{reason}"] = reasons.get(f"{field}:{reason}", 0) + n
+    return {
+        "files": sorted({f for f, *_ in counts if f is not None}),
+        "quarantined": sum(n for *_, n in counts),
+        "reasons": dict(sorted(reasons.items())),
+        "by_reason": [{"file": f, "field": fld, "reason": rsn, "rows": n} for f, fld, rsn, n in counts],
+        "rows": rows,
+    }
+
+
+def _record(text: str | None) -> Any:
+    """A quarantined row's original values: a dict of fields, or the raw line of an unparsable one."""
+    try:
+        return json.loads(text) if text is not None else None
+    except ValueError:
+        return text
+
+
+def _quarantine_csv(path: Path, entities: dict[str, dict[str, Any]], show_values: bool) -> int:
+    """entity, file, line, field, reason, errors (+ one column per record field and raw_line, with
+    values) through crmshield.csvout: neutralized, atomic, mode 0600 (it may hold PII)."""
+    from crmshield.csvout import write_csv
+
+    fields: dict[str, None] = {}
+    if show_values:
+        for e in entities.values():
+            for row in e["rows"]:
+                if isinstance(row["record"], dict):
+                    fields.update(dict.fromkeys(row["record"]))
+    header = ["entity", "file", "line", "field", "reason", "errors"]
+    if show_values:
+        header += [*fields, "raw_line"]
+
+    def rows() -> Any:
+        for entity, e in entities.items():
+            for row in e["rows"]:
+                cells = [entity, row["file"], row["line"], row["field"], row["reason"], "; ".join(row["errors"])]
+                if show_values:
+                    rec = row["record"]
+                    values = rec if isinstance(rec, dict) else {}
+                    cells += [values.get(f) for f in fields]
+                    cells.append(None if isinstance(rec, dict) else rec)
+                yield cells
+
+    return write_csv(path, header, rows(), mode=0o600)
+
+
+@app.command()
+def quarantine(
+    entity: Annotated[
+        str | None, typer.Option(help="Only this entity: contacts, companies, deals or tickets (default: all).")
+    ] = None,
+    rows: Annotated[
+        bool, typer.Option("--rows", help="List each quarantined row (file, line, field, reason), not only counts.")
+    ] = False,
+    show_values: Annotated[
+        bool,
+        typer.Option(
+            "--show-values",
+            help="Also show the rows' original values (PERSONAL DATA) in the listing and the CSV; implies --rows "
+            "without --csv.",
+        ),
+    ] = False,
+    limit: Annotated[
+        int, typer.Option(min=0, help="Rows listed per entity on screen or in --json (0: all; --csv has all).")
+    ] = 100,
+    csv_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--csv",
+            help="Write every quarantined row (entity, file, line, field, reason, errors; with --show-values the "
+            "record's fields too) to this CSV (mode 0600; spreadsheet-safe).",
+        ),
+    ] = None,
+    data_dir: DataDir = None,
+    as_json: JsonOut = False,
+) -> None:
+    """What ingest set aside: quarantined rows per entity with their source file, line, field and reason.
+
+    By default, counts by reason for each entity; --rows lists each row
+    (file, line number in the export, the first failing field and reason,
+    and every error of the row). The quarantine zone is restricted (it holds
+    the rows' personal data), so no value is ever printed or written unless
+    --show-values is given. --csv PATH writes every row to a CSV for a
+    spreadsheet (owner-only, mode 0600; text cells starting with = + - @
+    are prefixed with '). Fix the export (or its source spec) and re-run
+    `crmshield ingest`. Exit 1 when there is no quarantine to show (run
+    ingest first)."""
+    from crmshield.config import ENTITIES
+
+    if entity is not None and entity not in ENTITIES:
+        raise typer.BadParameter(f"one of {', '.join(ENTITIES)}", param_hint="--entity")
+    if csv_path is not None:
+        _check_writable(csv_path, "--csv")
+    listing = rows or (show_values and csv_path is None)
+    settings = _settings(data_dir)
+    zone = settings.quarantine
+    wanted = [entity] if entity else list(ENTITIES)
+    present = [e for e in wanted if (zone / f"{e}.parquet").is_file()]
+    if not present:
+        what = f"{entity} " if entity else ""
+        console.print(f"[bold red]error:[/] no {what}quarantine under {_escape_markup(str(zone))}: "
+                      "run `crmshield ingest` first")  # fmt: skip
+        raise typer.Exit(EXIT_STAGE_FAILED)
+    entities: dict[str, dict[str, Any]] = {}
+    for e in present:
+        entities[e] = _guarded(_read_quarantine, zone / f"{e}.parquet", show_values, listing or csv_path is not None)
+    written = _guarded(_quarantine_csv, csv_path, entities, show_values) if csv_path is not None else None
+    if show_values:
+        where = " and ".join(([] if not listing else ["shown"]) + ([] if csv_path is None else [f"in {csv_path}"]))
+        note = _escape_markup(f"personal data from the restricted quarantine zone {where}")
+        console.print(f"[bold yellow]warning:[/] {note}")
+
+    def shown(e: dict[str, Any]) -> list[dict[str, Any]]:
+        return (e["rows"][:limit] if limit else e["rows"]) if listing else []
+
+    if as_json:
+        doc = {
+            "quarantine": str(zone),
+            "values_shown": show_values,
+            "entities": {
+                e: {
+                    "files": v["files"],
+                    "quarantined": v["quarantined"],
+                    "reasons": v["reasons"],
+                    "rows": shown(v),
+                    "rows_listed": len(shown(v)),
+                }
+                for e, v in entities.items()
+            },
+            "missing": [e for e in wanted if e not in present],
+            "csv": str(csv_path) if csv_path is not None else None,
+            "csv_rows": written,
+        }
+        _emit(doc, True, "")
+        return
+    _print_quarantine(zone, entities, [e for e in wanted if e not in present], shown, show_values)
+    if csv_path is not None:
+        out.print(_escape_markup(f"wrote {written} rows to {csv_path} (mode 0600)"))
+
+
+def _print_quarantine(zone: Path, entities: dict[str, dict[str, Any]], missing: list[str], shown: Any,
+                      show_values: bool) -> None:  # fmt: skip
+    from rich.table import Table
+
+    def cell(value: Any) -> str:
+        return _escape_markup(_printable(str(value)))
+
+    counts = Table(title=f"Quarantine {zone} (counts by reason{'' if show_values else '; no value shown'})")
+    for col in ("entity", "file", "field", "reason", "rows"):
+        counts.add_column(col, justify="right" if col == "rows" else "left", overflow="fold")
+    for e, v in entities.items():
+        if not v["by_reason"]:
+            counts.add_row(e, "", "", "(none)", "0")
+        for r in v["by_reason"]:
+            counts.add_row(e, cell(r["file"]), cell(r["field"]), cell(r["reason"]), f"{r['rows']:,}")
+    for e in missing:
+        counts.add_row(e, "", "", "(not ingested)", "")
+    out.print(counts)
+    total = sum(v["quarantined"] for v in entities.values())
+    out.print(f"{total:,} quarantined row(s)")
+    for e, v in entities.items():
+        listed = shown(v)
+        if not listed:
+            continue
+        table = Table(title=f"{e}: {len(listed)} of {v['quarantined']} quarantined row(s)")
+        for col in ("file", "line", "field", "reason", "errors", *(("record",) if show_values else ())):
+            table.add_column(col, justify="right" if col == "line" else "left", overflow="fold")
+        for r in listed:
+            extra = [json.dumps(r["record"], ensure_ascii=False)] if show_values else []
+            table.add_row(*(cell(x) for x in (r["file"], r["line"], r["field"], r["reason"],
+                                              ", ".join(r["errors"]), *extra)))  # fmt: skip
+        out.print(table)
 
 
 def main() -> None:  # pragma: no cover
