@@ -62,8 +62,10 @@ Critical, ``raw__reconciliation`` (one row per entity):
 * ``facts_complete``, ``non_negative``: every count is present and >= 0;
 * ``read_accounted``: ``read == loaded + quarantined + duplicates + expired + erased``
   (column ``unaccounted`` is the difference and must be 0);
-* ``quarantine_share_critical``: quarantined / read <= :data:`QUARANTINE_SHARE_CRITICAL` (an
-  export that broke: a changed layout, a broken encoding, a date format switch).
+* ``quarantine_share_critical``: quarantined / read <= the source spec's ``max_bad_share`` for the
+  entity (column ``share_over_limit`` is the excess and must be <= 0; default
+  :data:`QUARANTINE_SHARE_CRITICAL`): an export that broke (a changed layout, a broken encoding, a
+  date format switch). Ingest already refuses such a delivery; this is the gate's own check.
 
 Warning, ``raw__reconciliation``: ``quarantine_share_warning``, quarantined / read <=
 :data:`QUARANTINE_SHARE_WARNING`.
@@ -80,6 +82,8 @@ column names, patterns, allowed categories, thresholds and the expected row coun
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
+
+from crmshield.sources import COUNTRIES as SOURCE_COUNTRIES
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -231,7 +235,7 @@ REQUIRED: dict[str, tuple[str, ...]] = {
 
 #: Country codes ingest maps the export's country names and codes onto (anything else is
 #: quarantined as ``country:invalid_value``).
-COUNTRIES = ("AU", "CA", "DE", "ES", "FR", "GB", "NL", "US")
+COUNTRIES: tuple[str, ...] = SOURCE_COUNTRIES  # ISO 3166-1 alpha-2 (crmshield.sources.COUNTRIES)
 LIFECYCLE_STAGES = (
     "subscriber",
     "lead",
@@ -285,7 +289,9 @@ NON_NEGATIVE: dict[str, tuple[str, ...]] = {
 #: The per-file counts of the ingest result, in the order of its accounting identity.
 COUNT_COLUMNS = ("read", "loaded", "quarantined", "duplicates", "expired", "erased")
 #: The ``raw__reconciliation`` batch: one row per entity.
-RECONCILIATION_COLUMNS = ("entity", "reported", *COUNT_COLUMNS, "unaccounted", "quarantined_share")
+RECONCILIATION_COLUMNS = (
+    "entity", "reported", *COUNT_COLUMNS, "unaccounted", "quarantined_share", "max_bad_share", "share_over_limit",
+)  # fmt: skip
 
 
 def suite_name(entity: str) -> str:
@@ -329,6 +335,9 @@ def reconciliation_facts(ingest: dict[str, Any]) -> pd.DataFrame:
         share = None
         if read is not None and counts["quarantined"] is not None:
             share = counts["quarantined"] / read if read else 0.0
+        limit = entry.get("max_bad_share") if isinstance(entry, dict) else None
+        if isinstance(limit, bool) or not isinstance(limit, int | float):
+            limit = QUARANTINE_SHARE_CRITICAL
         rows.append(
             {
                 "entity": entity,
@@ -336,12 +345,15 @@ def reconciliation_facts(ingest: dict[str, Any]) -> pd.DataFrame:
                 **counts,
                 "unaccounted": unaccounted,
                 "quarantined_share": share,
+                "max_bad_share": float(limit),
+                "share_over_limit": None if share is None else share - float(limit),
             }
         )
     frame = pd.DataFrame(rows, columns=list(RECONCILIATION_COLUMNS))
     for column in (*COUNT_COLUMNS, "unaccounted"):
         frame[column] = frame[column].astype("Int64")
-    frame["quarantined_share"] = frame["quarantined_share"].astype("float64")
+    for column in ("quarantined_share", "max_bad_share", "share_over_limit"):
+        frame[column] = frame[column].astype("float64")
     return frame
 
 
@@ -349,12 +361,18 @@ def reconciliation_facts(ingest: dict[str, Any]) -> pd.DataFrame:
 
 
 def build_expectations(
-    entity: str, expected_rows: int | None = None, reference_date: str | None = None
+    entity: str,
+    expected_rows: int | None = None,
+    reference_date: str | None = None,
+    required: list[str] | None = None,
+    source_files: list[str] | None = None,
 ) -> list[Expectation]:
     """The expectations of ``raw__<entity>``, critical ones first.
 
-    ``expected_rows``: the ingest's ``loaded`` for this file (adds ``row_count_matches_ingest``).
-    ``reference_date``: the export's reference date (ISO), the newest plausible birth date."""
+    ``expected_rows``: the rows ingest says the table holds (adds ``row_count_matches_ingest``).
+    ``reference_date``: the export's reference date (ISO), the newest plausible birth date.
+    ``required`` / ``source_files``: the source spec's required fields and the delivered files
+    (from the ingest result); default: the generator layout's (:data:`REQUIRED`, :data:`SOURCE_FILES`)."""
     import great_expectations.expectations as gxe
     from great_expectations.expectations.metadata_types import FailureSeverity
 
@@ -395,7 +413,8 @@ def build_expectations(
         gxe.ExpectColumnValuesToNotBeNull(column=key, severity=crit, meta=_meta(CRITICAL, "source_key_not_null")),
         gxe.ExpectColumnValuesToBeUnique(column=key, severity=crit, meta=_meta(CRITICAL, "source_key_unique")),
     ]
-    for column in REQUIRED[entity]:
+    key_and_required = required if required is not None else [key, *REQUIRED[entity]]
+    for column in (c for c in key_and_required if c != key):
         out.append(
             gxe.ExpectColumnValuesToNotBeNull(column=column, severity=crit, meta=_meta(CRITICAL, "required_not_null"))
         )
@@ -427,7 +446,7 @@ def build_expectations(
     out += [
         gxe.ExpectColumnValuesToBeInSet(
             column="_source_file",
-            value_set=[SOURCE_FILES[entity]],
+            value_set=list(source_files) if source_files is not None else [SOURCE_FILES[entity]],
             severity=crit,
             meta=_meta(CRITICAL, "lineage_source_file"),
         ),
@@ -541,10 +560,9 @@ def build_reconciliation_expectations() -> list[Expectation]:
         gxe.ExpectColumnValuesToBeBetween(
             column="unaccounted", min_value=0, max_value=0, severity=crit, meta=_meta(CRITICAL, "read_accounted")
         ),
-        gxe.ExpectColumnValuesToBeBetween(
-            column="quarantined_share",
-            min_value=0,
-            max_value=QUARANTINE_SHARE_CRITICAL,
+        gxe.ExpectColumnValuesToBeBetween(  # the source spec's max_bad_share (default QUARANTINE_SHARE_CRITICAL)
+            column="share_over_limit",
+            max_value=0,
             severity=crit,
             meta=_meta(CRITICAL, "quarantine_share_critical"),
         ),
@@ -559,14 +577,20 @@ def build_reconciliation_expectations() -> list[Expectation]:
     return out
 
 
-def build_suite(entity: str, expected_rows: int | None = None, reference_date: str | None = None) -> ExpectationSuite:
+def build_suite(
+    entity: str,
+    expected_rows: int | None = None,
+    reference_date: str | None = None,
+    required: list[str] | None = None,
+    source_files: list[str] | None = None,
+) -> ExpectationSuite:
     """A fresh (unsaved) ``ExpectationSuite``: ``raw__<entity>``, or ``raw__reconciliation``."""
     import great_expectations as gx
 
     if entity == RECONCILIATION:
         expectations = build_reconciliation_expectations()
     else:
-        expectations = build_expectations(entity, expected_rows, reference_date)
+        expectations = build_expectations(entity, expected_rows, reference_date, required, source_files)
     return gx.ExpectationSuite(
         name=suite_name(entity),
         expectations=expectations,
@@ -582,7 +606,14 @@ def build_suites(ingest: dict[str, Any] | None = None) -> dict[str, ExpectationS
     suites = {}
     for entity in ENTITIES:
         entry = files.get(entity)
-        loaded = _count(entry.get("loaded")) if isinstance(entry, dict) else None
-        suites[entity] = build_suite(entity, loaded, reference if isinstance(reference, str) else None)
+        rows = required = source_files = None
+        if isinstance(entry, dict):  # raw_rows: what the table holds (a delta table keeps earlier deliveries)
+            rows = _count(entry.get("raw_rows", entry.get("loaded")))
+            required = entry.get("required") if isinstance(entry.get("required"), list) else None
+            lineage = entry.get("lineage_files")
+            source_files = lineage if isinstance(lineage, list) else None
+        suites[entity] = build_suite(
+            entity, rows, reference if isinstance(reference, str) else None, required, source_files
+        )
     suites[RECONCILIATION] = build_suite(RECONCILIATION)
     return suites

@@ -55,8 +55,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from crmshield.config import Settings
+from crmshield.ingest import delivery_files
 from crmshield.keys import PseudonymKey
 from crmshield.normalize import is_email, normalize_email, to_e164
+from crmshield.sources import EntitySpec
 
 Kind = Literal["crm_id", "email", "phone"]
 KINDS: tuple[Kind, ...] = ("crm_id", "email", "phone")
@@ -264,24 +266,60 @@ def find_subject(settings: Settings, requests: list[Request]) -> Subject:
 def _landing_contacts(settings: Settings) -> Iterator[dict[str, str]]:
     from crmshield.sources import source_specs
 
-    spec = source_specs()["contacts"]
-    path = settings.landing / spec.file
-    if not path.is_file():
+    spec = source_specs().get("contacts")
+    if spec is None or spec.format != "csv":
         return
     src = {f.name: f.source for f in spec.fields}
-    for _raw, fields in _csv_records(path):
-        if fields is not None:
-            yield _contact_row(fields, src)
+    for path in delivery_files(settings.landing, spec):
+        if _scrubbable(path, spec) is not None:
+            continue
+        for _raw, fields in _csv_records(path):
+            if fields is not None:
+                yield _contact_row(fields, src)
 
 
 def _contact_row(fields: dict[str, str], src: dict[str, str]) -> dict[str, str]:
     """The identifying fields of one contacts-export record, by canonical name."""
     return {
         "contact_id": _id(fields.get(src["contact_id"])),
-        "email": fields.get(src["email"]) or "",
-        "phone": fields.get(src["phone"]) or "",
-        "country": fields.get(src["country"]) or "",
+        "email": fields.get(src.get("email", "")) or "",
+        "phone": fields.get(src.get("phone", "")) or "",
+        "country": fields.get(src.get("country", "")) or "",
     }
+
+
+def _scrubbable(path: Path, spec: EntitySpec) -> str | None:
+    """None when the landing scrub can rewrite this file in place (plain UTF-8 CSV with ',' and '"', or JSON
+    lines), else why not. Files it cannot rewrite keep the subject's records in the landing zone only: the
+    suppression list drops them at every ingest, so they never reach raw or anything after it."""
+    from crmshield.ingest import _compression, detect_encoding
+
+    if spec.format not in ("csv", "jsonl"):
+        return f"format {spec.format}"
+    if _compression(path, spec) != "none":
+        return f"{_compression(path, spec)} compressed"
+    if spec.format == "csv" and (spec.delimiter, spec.quote, spec.escape) != (",", '"', '"'):
+        return f"delimiter {spec.delimiter!r}"
+    encoding = spec.encoding
+    if encoding == "auto":
+        with path.open("rb") as fh:
+            encoding = detect_encoding(fh.read(1 << 20))
+    if encoding not in ("utf-8", "utf-8-sig"):
+        return f"encoding {encoding}"
+    return None
+
+
+def not_scrubbed(settings: Settings) -> dict[str, str]:
+    """Landing files the scrub cannot rewrite, and why (see :func:`_scrubbable`)."""
+    from crmshield.sources import source_specs
+
+    out = {}
+    for spec in source_specs().values():
+        for path in delivery_files(settings.landing, spec):
+            why = _scrubbable(path, spec)
+            if why is not None:
+                out[path.name] = why
+    return out
 
 
 def _id(value: str | None) -> str:
@@ -339,17 +377,18 @@ def _mentions(record: bytes, subject: Subject) -> bool:
 
 def scrub_landing(settings: Settings, subject: Subject) -> dict[str, int]:
     """Remove the subject's records from the landing exports; other bytes are kept as they were."""
+    from crmshield.ingest import registry_alias, sha256_file
     from crmshield.sources import source_specs
 
     removed: dict[str, int] = {}
-    for entity, spec in source_specs().items():
-        path = settings.landing / spec.file
-        if not path.is_file():
-            continue
+    for entity, spec, path in (
+        (e, s, p) for e, s in source_specs().items() for p in delivery_files(settings.landing, s)
+    ):
         src = {f.name: f.source for f in spec.fields}
         fk = {"contacts": "contact_id", "deals": "contact_id", "tickets": "requester_id"}.get(entity)
-        if fk is None:
+        if fk is None or fk not in src or _scrubbable(path, spec) is not None:
             continue
+        before = sha256_file(path) if spec.delivery == "delta" else None
         tmp = path.with_name(f".{path.name}.erasure-{os.getpid()}")
         n = 0
         with tmp.open("wb") as out:
@@ -369,9 +408,11 @@ def scrub_landing(settings: Settings, subject: Subject) -> dict[str, int]:
                     out.write(record)
         if n:
             os.replace(tmp, path)
+            if before is not None:  # an ingested delta stays ingested: raw drops the subject via the suppression list
+                registry_alias(settings, entity, before, sha256_file(path))
         else:
             tmp.unlink()
-        removed[spec.file] = n
+        removed[path.name] = n
     return removed
 
 
@@ -486,6 +527,8 @@ def record_requests(settings: Settings, key: PseudonymKey, requests: list[Reques
         "suppression_tokens_added": len(new),
         "key_version": key.version,
         "landing_records_removed": removed,
+        # files the scrub cannot rewrite in place (why); the suppression list keeps the subject out of raw
+        "landing_not_rewritten": not_scrubbed(settings),
         "_subject": subject,  # dropped before the entry is written
     }
 
@@ -521,7 +564,7 @@ def erase(settings: Settings, requests: list[Request], key: PseudonymKey | None 
     from crmshield.sources import source_specs
 
     key = key or load_key()
-    missing = [s.file for s in source_specs().values() if not (settings.landing / s.file).is_file()]
+    missing = [s.file for s in source_specs().values() if not delivery_files(settings.landing, s)]
     if missing:
         raise ErasureError(
             f"{settings.landing}: export(s) {missing} missing; erasure rebuilds every zone from the landing zone"
@@ -537,7 +580,9 @@ def erase(settings: Settings, requests: list[Request], key: PseudonymKey | None 
     stage_transform(run_id, settings)
     entry["rebuilt"] = {
         "run_id": run_id,
-        "raw_rows_erased": {e: f.get("erased", 0) for e, f in ing["files"].items()},
+        "raw_rows_erased": {
+            e: f.get("erased", 0) + (f.get("previous") or {}).get("erased", 0) for e, f in ing["files"].items()
+        },
         "stages": ["ingest", "validate_raw", "privacy", "validate", "transform"],
     }
     left = remaining(settings, key, subject)

@@ -126,7 +126,7 @@ def landing_state(
     is present and settled. ``now`` (epoch seconds), ``settle`` and ``retrigger``
     (seconds) default to the clock, :func:`settle_seconds` and :func:`retrigger_seconds`.
     """
-    from crmshield.ingest import fingerprint, sha256_file
+    from crmshield.ingest import delivery_files, fingerprint, sha256_file
     from crmshield.pipeline import config_digest
     from crmshield.sources import source_specs
 
@@ -135,7 +135,8 @@ def landing_state(
     settle = settle_seconds() if settle is None else settle
     retrigger = retrigger_seconds() if retrigger is None else retrigger
     specs = source_specs()
-    paths = {spec.file: settings.landing / spec.file for spec in specs.values()}
+    paths = {p.name: p for spec in specs.values() for p in delivery_files(settings.landing, spec)}
+    absent = sorted(spec.file for spec in specs.values() if not delivery_files(settings.landing, spec))
 
     def state(
         reason: str, detail: str, fp: str | None = None, files: dict[str, Any] | None = None, stale: bool = False
@@ -149,7 +150,7 @@ def landing_state(
             "stale_marker": stale,
         }
 
-    missing = sorted(name for name, p in paths.items() if not p.is_file())
+    missing = sorted({*absent, *(name for name, p in paths.items() if not p.is_file())})
     if missing:
         return state("missing", f"expected export(s) not in {settings.landing}: {', '.join(missing)}")
     before = {name: _signature(p) for name, p in paths.items()}

@@ -20,8 +20,8 @@ The reconciliation facts (:func:`reconciliation_facts` in ``expectations/raw.py`
 and counts, no value) are a small pandas DataFrame. A GX Checkpoint hands the same batch
 parameters to every validation definition, and the Spark file assets reject a ``dataframe``
 parameter, so the frame is written as a CSV under the GX context
-(``uncommitted/raw_zone_facts/<run_id>.csv``) and read by a pandas filesystem datasource: one
-Checkpoint, one run, one Data Docs update.
+(``uncommitted/raw_zone_facts/<run_id>.csv``, through :mod:`crmshield.csvout`) and read by a
+pandas filesystem datasource: one Checkpoint, one run, one Data Docs update.
 
 Great Expectations and Spark are imported inside functions only (Airflow DAG files import this
 package).
@@ -157,11 +157,14 @@ def _summarize(result: Any, entity: str, page: str | None) -> SuiteResult:
 
 
 def _write_facts(module: ModuleType, ingest: dict[str, Any], path: Path) -> None:
+    """Write the facts CSV through :mod:`crmshield.csvout` (atomic; any text cell neutralized
+    against formula injection, counts written as bare numbers), like every CSV the project
+    writes: the counts read back by GX's ``read_csv`` are exactly those written, and an entity
+    name can never become a live formula if someone opens the file in a spreadsheet."""
+    from crmshield.csvout import write_frame
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    facts = module.reconciliation_facts(ingest)
-    tmp = path.with_name(f".{path.name}.tmp")
-    facts.to_csv(tmp, index=False)
-    tmp.replace(path)
+    write_frame(path, module.reconciliation_facts(ingest))
 
 
 def validate_raw_zone(

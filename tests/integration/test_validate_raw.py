@@ -365,7 +365,7 @@ def _expected_broken() -> list[tuple[str, str, str | None, str | None]]:
         ("raw__tickets", "allowed_values", "satisfaction", "unexpected_count=1"),
         ("raw__reconciliation", "known_entity", "entity", "unexpected_count=2"),
         ("raw__reconciliation", "read_accounted", "unaccounted", "unexpected_count=1"),
-        ("raw__reconciliation", "quarantine_share_critical", "quarantined_share", "unexpected_count=1"),
+        ("raw__reconciliation", "quarantine_share_critical", "share_over_limit", "unexpected_count=1"),
     ]
     for column in raw.COUNT_COLUMNS:
         out += [

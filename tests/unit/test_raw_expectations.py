@@ -16,6 +16,7 @@ import pytest
 from crmshield import normalize
 from crmshield.config import ENTITIES, Settings
 from crmshield.ingest import COUNTRY_ALIASES, SPECS
+from crmshield.sources import CANONICAL
 from crmshield.validate import load_expectations_module
 
 raw = load_expectations_module(Settings.from_env(), "raw")
@@ -192,11 +193,13 @@ def test_enforced_categories_are_critical_and_match_ingest(entity: str) -> None:
         if f.type == "category":  # ingest normalizes and quarantines: critical, same values
             values, severity = sets[f.name]
             assert severity == raw.CRITICAL, f.name
-            allowed = set(f.allowed) or {v for _, v in f.aliases}
-            assert set(values) == allowed, f.name
+            # what ingest lets through: the canonical values (a value map maps onto them)
+            assert set(values) == set(CANONICAL[entity][f.name].allowed), f.name
+            assert set(f.allowed) <= set(values) and {v for _, v in f.aliases} <= set(values), f.name
         elif f.name in sets:  # passed through as text: warning only
             assert sets[f.name][1] == raw.WARNING, f.name
-    assert set(raw.COUNTRIES) == set(COUNTRY_ALIASES.values())
+    assert set(COUNTRY_ALIASES.values()) <= set(raw.COUNTRIES)  # value maps map onto ISO codes
+    assert len(raw.COUNTRIES) > 200 and {"IT", "JP", "BR"} <= set(raw.COUNTRIES)
     assert all(COUNTRY.search(c) for c in raw.COUNTRIES)
     assert all(CURRENCY.search(c) for c in raw.CURRENCIES)
 
@@ -229,6 +232,22 @@ def test_reconciliation_facts_mark_missing_extra_and_broken_entries() -> None:
     assert facts.loc["leads", "reported"] == 1 and facts.loc["leads", ["read", "loaded", "unaccounted"]].isna().all()
     assert facts.loc["empty", "quarantined_share"] == 0.0
     assert str(facts["read"].dtype) == "Int64"
+    # the threshold is the source spec's max_bad_share, carried by the ingest result (default 20 %)
+    assert facts.loc["deals", "max_bad_share"] == raw.QUARANTINE_SHARE_CRITICAL
+    strict = raw.reconciliation_facts(
+        ingest_result(
+            deals={
+                "read": 10,
+                "loaded": 9,
+                "quarantined": 1,
+                "duplicates": 0,
+                "expired": 0,
+                "erased": 0,
+                "max_bad_share": 0.05,
+            }
+        )  # fmt: skip
+    ).set_index("entity")
+    assert strict.loc["deals", "share_over_limit"] == pytest.approx(0.1 - 0.05)
 
 
 # --------------------------------------------------------------------------- the suites (imports GX, no Spark)
@@ -297,7 +316,7 @@ def test_reconciliation_suite(suites: dict[str, Any]) -> None:
         assert by[("non_negative", column)].meta["severity"] == "critical"
     accounted = by[("read_accounted", "unaccounted")]
     assert (accounted.min_value, accounted.max_value) == (0, 0)
-    assert by[("quarantine_share_critical", "quarantined_share")].max_value == raw.QUARANTINE_SHARE_CRITICAL
+    assert by[("quarantine_share_critical", "share_over_limit")].max_value == 0  # the spec's max_bad_share
     assert by[("quarantine_share_warning", "quarantined_share")].max_value == raw.QUARANTINE_SHARE_WARNING
     assert by[("quarantine_share_warning", "quarantined_share")].meta["severity"] == "warning"
     assert by[("file_reported", "reported")].value_set == [1]

@@ -116,6 +116,7 @@ REFERENCE: dict[str, EntitySpec] = {
             Field("satisfaction", "$.satisfaction_rating.score", "category",
                   allowed=("good", "bad", "offered", "unoffered")),
         ),
+        ignore_columns=("url", "tags"),  # read and dropped silently before; now declared (new keys are an error)
     ),
 }  # fmt: skip
 
@@ -198,34 +199,66 @@ CASES = {
         _entity("tickets", updated_at="modified"),
         "key 'entities.tickets.updated_at': 'modified' is not one of the fields",
     ),
-    "missing entity": (lambda d: d["entities"].pop("tickets"), "missing required key 'entities.tickets'"),
-    "missing type": (
-        lambda d: _fields(d, "companies")["city"].pop("type"),
-        "missing required key 'entities.companies.fields.city.type'",
+    "no entity": (lambda d: d.update(entities={}), "key 'entities': declare at least one of contacts"),
+    "not the canonical type": (
+        _set("companies", "city", type="integer"),
+        "key 'entities.companies.fields.city.type': city is 'varchar' in the canonical model, not 'integer'",
+    ),
+    "not a canonical field": (
+        lambda d: _fields(d, "contacts").update(shoe_size={"column": "Shoe Size", "type": "integer"}),
+        "key 'entities.contacts.fields.shoe_size': 'shoe_size' is not a field of the canonical contacts model",
+    ),
+    "key not the canonical id": (
+        _entity("deals", key="contact_id"),
+        "key 'entities.deals.key': deals are keyed on 'deal_id', not 'contact_id'",
     ),
     "delivery mode": (
         _entity("deals", delivery="incremental"),
-        "key 'entities.deals.delivery': 'incremental' is not supported yet; the only delivery mode is 'snapshot'",
+        "key 'entities.deals.delivery': Input should be 'snapshot' or 'delta'",
     ),
-    "delimiter": (_entity("contacts", delimiter=";"), "key 'entities.contacts.delimiter': ';' is not supported yet"),
-    "quote": (_entity("contacts", quote="'"), "key 'entities.contacts.quote': \"'\" is not supported yet"),
+    "delimiter": (_entity("contacts", delimiter=";;"), "key 'entities.contacts.delimiter': must be one character"),
+    "quote as delimiter": (
+        _entity("contacts", delimiter="'", quote="'"),
+        "key 'entities.contacts.delimiter': \"'\" cannot be the delimiter",
+    ),
+    "escape on json": (_entity("tickets", escape="\\"), "key 'entities.tickets.escape': only applies to format 'csv'"),
+    "thousands equals decimal": (
+        _entity("deals", decimal=",", thousands=","),
+        "key 'entities.deals.thousands': ',' is not a grouping separator other than the decimal",
+    ),
+    "decimal on a date": (
+        _set("deals", "close_date", decimal=","),
+        "key 'entities.deals.fields.close_date.decimal': only number fields have a decimal separator",
+    ),
+    "text_id on a name": (
+        _set("contacts", "first_name", text_id=True),
+        "key 'entities.contacts.fields.first_name.text_id': only id fields (bigint) can be given as text",
+    ),
+    "bad share over 1": (_entity("deals", max_bad_share=1.5), "key 'entities.deals.max_bad_share': Input should be"),
+    "drift action": (
+        _entity("deals", on_new_column="ignore"),
+        "key 'entities.deals.on_new_column': Input should be 'error' or 'warn'",
+    ),
+    "ignored column is mapped": (
+        _entity("deals", ignore_columns=["Amount"]),
+        "key 'entities.deals.ignore_columns': 'Amount' is mapped to field 'amount'",
+    ),
     "delimiter on jsonl": (
         _entity("tickets", delimiter=","),
         "key 'entities.tickets.delimiter': only applies to format 'csv'",
     ),
     "encoding": (
-        _entity("companies", encoding="latin-1"),
-        "key 'entities.companies.encoding': 'latin-1' is not supported yet",
+        _entity("companies", encoding="klingon"),
+        "key 'entities.companies.encoding': 'klingon' is not an encoding Python knows",
     ),
     "unknown format": (
         _entity("companies", format="xlsx"),
-        "key 'entities.companies.format': Input should be 'csv' or 'jsonl'",
+        "key 'entities.companies.format': Input should be 'csv', 'jsonl' or 'json'",
     ),
-    "file glob": (
-        _entity("deals", file="hubspot_deals_*.csv"),
-        "key 'entities.deals.file': 'hubspot_deals_*.csv' is a glob",
+    "file path": (
+        _entity("deals", file="../deals.csv"),
+        "key 'entities.deals.file': a file name (or glob) in the landing zone, not a path",
     ),
-    "file path": (_entity("deals", file="../deals.csv"), "key 'entities.deals.file': a file name in the landing zone"),
     "same file twice": (
         _entity("deals", file="hubspot_companies.csv"),
         "key 'entities.deals.file': 'hubspot_companies.csv' is already the file of companies",
@@ -246,9 +279,13 @@ CASES = {
         _set("contacts", "country", allowed=["us"]),
         "key 'entities.contacts.fields.country.value_map': give either 'allowed' or 'value_map', not both",
     ),
-    "category without values": (
-        lambda d: _fields(d, "tickets")["priority"].pop("allowed"),
-        "key 'entities.tickets.fields.priority': a category field needs 'allowed' values or a 'value_map'",
+    "allowed value not canonical": (
+        _set("deals", "stage", allowed=["won", "closedlost"]),
+        "key 'entities.deals.fields.stage.allowed': 'won' is not a canonical stage value",
+    ),
+    "value map onto a non-canonical value": (
+        _set("contacts", "lifecycle_stage", allowed=[], value_map={"mql": "mql"}),
+        "key 'entities.contacts.fields.lifecycle_stage.value_map.mql': 'mql' is not a canonical lifecycle_stage value",
     ),
     "allowed value never matches": (
         _set("tickets", "priority", allowed=["Low", "normal"]),
@@ -282,9 +319,9 @@ CASES = {
         _set("tickets", "subject", path="subject"),
         "key 'entities.tickets.fields.subject.path': 'subject' is not a JSON path",
     ),
-    "contacts need updated_at": (
-        lambda d: (_fields(d, "contacts").pop("updated_at"), d["entities"]["contacts"].update(updated_at="created_at")),
-        "key 'entities.contacts.fields.updated_at': contacts need a timestamp field 'updated_at'",
+    "updated_at not a date": (
+        _entity("contacts", updated_at="first_name"),
+        "key 'entities.contacts.updated_at': 'first_name' is not a date or timestamp field",
     ),
     "version": (lambda d: d.update(version=2), "key 'version': Input should be 1"),
 }
@@ -338,7 +375,7 @@ def test_missing_and_malformed_files(tmp_path):
 
 def test_every_problem_is_reported_at_once(tmp_path):
     doc = _doc()
-    _entity("deals", delivery="incremental")(doc)
+    _entity("deals", key="contact_id")(doc)
     _set("contacts", "city", formats=["%Y"])(doc)
     path = _write(tmp_path, doc)
     with pytest.raises(SourceSpecError) as err:
@@ -386,7 +423,9 @@ def renamed(data_dir):
 
 def test_ingest_reads_the_column_the_spec_names(renamed, tmp_path, monkeypatch):
     monkeypatch.delenv(ENV_VAR, raising=False)
-    with pytest.raises(IngestError, match=r"header is missing column\(s\) \['Last Name'\]"):
+    with pytest.raises(
+        IngestError, match=r"schema drift: missing column\(s\) \['Last Name'\].*new column\(s\) \['Surname'\]"
+    ):
         ingest(renamed)  # the shipped spec expects the generator's header
 
     spec = tmp_path / "renamed.yml"
