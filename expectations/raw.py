@@ -38,7 +38,7 @@ Critical, per raw table:
   country, lifecycle stage, deal stage, ticket channel, priority, status and satisfaction;
 * ``lineage_source_file`` (``_source_file`` names this entity's landing file) and
   ``lineage_source_row`` (``_source_row`` is set);
-* ``row_count_matches_ingest``: the table has exactly the ``loaded`` rows the ingest reported
+* ``row_count_matches_ingest``: the table has exactly the ``raw_rows`` the ingest reported
   (added when the ingest result has this entity; a missing entity is caught by
   ``raw__reconciliation``'s ``file_reported``).
 

@@ -109,7 +109,12 @@ def run(
     ref_row = contacts.agg(F.max("updated_at"), F.max("created_at")).first()
     reference = (ref_row[0] or ref_row[1]).date() if ref_row and (ref_row[0] or ref_row[1]) else None
     if reference is None:
-        sys.exit("privacy job: the raw contacts table is empty; nothing to do")
+        if contacts.limit(1).count() == 0:
+            sys.exit("privacy job: the raw contacts table is empty; nothing to do")
+        sys.exit(
+            "privacy job: no contact has a created_at or updated_at timestamp, so there is no reference date to"
+            " generalize dates and ages against; map one of them in the source spec"
+        )
     stats["reference_date"] = reference.isoformat()
 
     staging = out.parent / f".{out.name}.staging-{uuid.uuid4().hex[:8]}"

@@ -605,8 +605,10 @@ def _typed(f: Field, text: str, entity: str, region: str = "NULL") -> tuple[str,
     if f.type in ("bigint", "integer", "decimal"):
         return f"try_cast({_number_text(f, v)} AS {_SQL_TYPES[f.type]})", "invalid_number"
     if f.type in ("date", "timestamp"):
-        fmts = "[" + ", ".join(_lit(x) for x in f.formats) + "]"
-        expr = f"try_strptime({v}, {fmts})"
+        # one scalar call per format: DuckDB's list form rolls an impossible date over when a format has %z
+        # (try_strptime('2024-02-30T08:15:00Z', [..., '%Y-%m-%dT%H:%M:%S%z']) is 2024-03-01)
+        parts = [f"try_strptime({v}, {_lit(x)})" for x in f.formats]
+        expr = parts[0] if len(parts) == 1 else f"coalesce({', '.join(parts)})"
         if f.type == "date":
             expr = f"CAST({expr} AS DATE)"
         elif any("%z" in x for x in f.formats):
