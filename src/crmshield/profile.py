@@ -10,10 +10,16 @@ postal code, address, free text with PII, categorical, id, numeric, date) from
 its name and its values, with a confidence and the evidence as counts.
 
 :func:`write_drafts` writes ``<stem>.source.yml`` (the schema of
-:mod:`crmshield.sources`: the profiled entity drafted, the other entities copied
-from the spec in force so that the file loads) and ``<stem>.policy.yml`` (draft
-privacy-policy entries). Anything ingest cannot read yet is a TODO comment, not
-an invalid key.
+:mod:`crmshield.sources`, for the profiled entity only: the other entities are
+empty raw tables) and ``<stem>.policy.yml`` (draft privacy-policy entries). The
+draft declares what was detected (encoding, delimiter, quote, decimal comma,
+grouping separator, date formats, text ids) and maps the file's columns onto the
+canonical fields by name similarity (the spec in force lends its column names as
+hints) and content class; every other column of the file is listed under
+``ignore_columns`` with its detected type and class, so the draft loads and
+ingests as it stands, and a column is never dropped unclassified. What needs a
+person (a value map for non-canonical category values, an ambiguous date format,
+a missing key) is a TODO comment, never an invalid key.
 
 No data value is ever printed or written: the report and the drafts hold
 column names, types, classes, formats and counts only.
@@ -28,6 +34,7 @@ import io
 import json
 import re
 import tempfile
+import textwrap
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -37,7 +44,15 @@ from typing import Any
 
 import yaml
 
-from crmshield.sources import ENTITIES, SourceSpecError, load_source_spec, source_spec_path
+from crmshield.sources import (
+    CANONICAL,
+    CANONICAL_KEYS,
+    ENTITIES,
+    UPPER_CASE_CATEGORIES,
+    SourceSpecError,
+    load_source_spec,
+    source_spec_path,
+)
 
 DEFAULT_SAMPLE_ROWS = 10_000
 SNIFF_BYTES = 64 * 1024
@@ -52,6 +67,8 @@ TIMESTAMP_FORMATS: tuple[str, ...] = (
 )  # fmt: skip
 TYPE_SHARE = 0.95  # a type holds when this share of the non-null values parse as it
 BOOL_VALUES = frozenset({"true", "false", "yes", "no", "y", "n", "t", "f", "0", "1"})
+INGEST_BOOL_VALUES = frozenset({"true", "false", "yes", "no", "y", "n", "0", "1"})  # what ingest reads as boolean
+CATEGORY_FIT_MAX_DISTINCT = 500  # category fit (distinct values that are canonical) is counted up to this many
 DRAFT_HEADER = "# DRAFT: review before use."
 
 _EMAIL = re.compile(r"^[A-Za-z0-9._%+'-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$")
@@ -61,6 +78,8 @@ _PHONE_IN = re.compile(r"(?<![\w+])(?:\+|00)\d[\d\s().\-]{6,18}\d|\(?\d{3}\)?[\s
 _INT = re.compile(r"^[+-]?\d+$")
 _DEC_DOT = re.compile(r"^[+-]?(?:\d{1,3}(?:,\d{3})+|\d+)\.\d+$|^[+-]?\d+\.?$")
 _DEC_COMMA = re.compile(r"^[+-]?(?:\d{1,3}(?:\.\d{3})+|\d+),\d+$")
+_GROUPED_COMMA = re.compile(r"^[+-]?\d{1,3}(?:\.\d{3})+,\d+$")  # 1.234,56
+_GROUPED_DOT = re.compile(r"^[+-]?\d{1,3}(?:,\d{3})+\.\d+$")  # 1,234.56
 _PERSON = re.compile(r"^[A-ZÀ-Ý][a-zà-ÿ]+(?:[ '\-][A-ZÀ-Ý][a-zà-ÿ]+){0,2}$")
 _POSTAL = re.compile(
     r"^(?:\d{5}(?:-\d{4})?|\d{4}\s?[A-Z]{2}|[A-Z]{1,2}\d[A-Z\d]?\s?\d[A-Z]{2}|[A-Z]\d[A-Z]\s?\d[A-Z]\d)$"
@@ -104,7 +123,11 @@ class ColumnProfile:
     distinct: int
     formats: list[str] = field(default_factory=list)
     decimal_separator: str | None = None
+    thousands_separator: str | None = None  # a grouping separator seen in the sample ("." in 1.234,56)
     evidence: dict[str, Any] = field(default_factory=dict)  # counts and header words only
+    #: canonical category field -> {"canonical": distinct sample values that are canonical as written,
+    #: "value_map": ... once the spec in force's value map for that field is applied}; counts only
+    category_fit: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 CLASSES = (
@@ -353,6 +376,9 @@ def _infer_type(values: list[str]) -> tuple[str, list[str], str | None, dict[str
         return "varchar", [], None, ev  # postal codes, phone numbers: the zero must survive
     lowered = {v.lower() for v in values}
     if lowered <= BOOL_VALUES and len(lowered) <= 2 and not (lowered <= {"0", "1"} and len(values) < 2):
+        unreadable = sum(1 for v in values if v.lower() not in INGEST_BOOL_VALUES)
+        if unreadable:
+            ev["unreadable_boolean_values"] = unreadable  # t / f: ingest reads true/false, yes/no, y/n, 1/0
         return "boolean", [], None, ev
     if all(_INT.match(v) for v in values):
         big = any(abs(int(v)) >= 2**31 for v in values)
@@ -364,6 +390,9 @@ def _infer_type(values: list[str]) -> tuple[str, list[str], str | None, dict[str
         ev["nonconforming_values"] = len(values) - max(dots, commas)
         if sep == ",":
             ev["decimal_comma_values"] = sum(1 for v in values if _DEC_COMMA.match(v))
+        grouped = sum(1 for v in values if (_GROUPED_COMMA if sep == "," else _GROUPED_DOT).match(v))
+        if grouped:
+            ev["grouped_values"] = grouped  # thousands separators: "." with a decimal comma, "," with a dot
         return "decimal", [], sep, ev
     probe = values[:2000]
     for kind, formats in (("date", DATE_FORMATS), ("timestamp", TIMESTAMP_FORMATS)):
@@ -504,6 +533,7 @@ def profile(path: Path | str, entity: str = "contacts", sample_rows: int = DEFAU
         delimiter, quote, header, names, table = _read_csv(path, encoding, text_head, sample_rows)
     else:
         names, table, invalid = _read_json(path, encoding, fmt, sample_rows)
+    categories = _category_targets(entity)
     columns: list[ColumnProfile] = []
     for i, name in enumerate(names):
         raw = [r[i] for r in table]
@@ -514,7 +544,11 @@ def profile(path: Path | str, entity: str = "contacts", sample_rows: int = DEFAU
             nulls=len(raw) - len(values), distinct=len(set(values)), formats=formats, decimal_separator=sep,
             evidence=ev,
         )  # fmt: skip
+        if sep is not None and ev.get("grouped_values"):
+            col.thousands_separator = "." if sep == "," else ","
         _classify(col, values)
+        if col.distinct <= CATEGORY_FIT_MAX_DISTINCT:
+            col.category_fit = _category_fit(set(values), categories)
         columns.append(col)
     shown_encoding = {"utf-8-sig": "utf-8", "utf-16": "utf-16"}.get(encoding, encoding)
     result = FileProfile(
@@ -527,36 +561,68 @@ def profile(path: Path | str, entity: str = "contacts", sample_rows: int = DEFAU
 
 
 def _todos(p: FileProfile) -> list[str]:
+    """What the draft cannot settle from the sample: a person decides. (Encodings, delimiters, quotes,
+    decimal commas, JSON arrays and text ids are declared in the draft: no TODO.)"""
     todos: list[str] = []
-    if p.encoding != "utf-8":
-        todos.append(f"the file is {p.encoding}; ingest reads UTF-8 only: re-encode it to UTF-8")
-    if p.format == "json_array":
-        todos.append("the file is one JSON array; ingest reads JSON lines only: convert it (one object per line)")
-    if p.format == "csv":
-        if p.delimiter != ",":
-            todos.append(f"delimiter {p.delimiter!r}; ingest reads ',' only: convert the file to ',' separated")
-        if p.quote != '"':
-            todos.append(f"quote {p.quote!r}; ingest reads '\"' only: convert the file")
-        if not p.header:
-            todos.append("no header row detected; ingest maps columns by header: add one (names are column_N here)")
-        for c in p.columns:
-            if c.decimal_separator == ",":
-                todos.append(f"column '{c.name}' uses a decimal comma; ingest reads '.' decimals: convert it")
+    if p.format == "csv" and not p.header:
+        todos.append("no header row detected; ingest maps columns by header: add one (names are column_N here)")
     for c in p.columns:
         if c.evidence.get("ambiguous_formats"):
             todos.append(f"column '{c.name}': several date formats fit the sample; keep the right one")
     return todos
 
 
+def _category_targets(entity: str, spec_path: Path | None = None) -> dict[str, tuple[tuple[str, ...], bool, dict]]:
+    """Canonical category field -> (canonical values, upper-case codes?, the spec in force's value map or {})."""
+    hints, maps = _spec_hints(entity, spec_path)
+    out: dict[str, tuple[tuple[str, ...], bool, dict]] = {}
+    for fname, canon in CANONICAL[entity].items():
+        if canon.type != "category":
+            continue
+        vm = hints.get(fname, {}).get("value_map")
+        mapping = maps.get(vm, {}) if isinstance(vm, str) else (vm if isinstance(vm, dict) else {})
+        out[fname] = (canon.allowed, fname in UPPER_CASE_CATEGORIES, {str(k): str(v) for k, v in mapping.items()})
+    return out
+
+
+def _category_fit(values: set[str], targets: dict[str, tuple[tuple[str, ...], bool, dict]]) -> dict[str, dict]:
+    """Per canonical category field: how many distinct sample values ingest would accept (counts only)."""
+    fit: dict[str, dict[str, int]] = {}
+    for fname, (allowed, upper, mapping) in targets.items():
+        ok = set(allowed)
+
+        def canonical(v: str, ok: set[str] = ok, upper: bool = upper) -> bool:
+            return (v.strip().upper() if upper else re.sub(r"[^a-z0-9]", "", v.lower())) in ok
+
+        fit[fname] = {"canonical": sum(1 for v in values if canonical(v))}
+        if mapping:
+            fit[fname]["value_map"] = sum(1 for v in values if v.strip().lower() in mapping or canonical(v))
+    return fit
+
+
 # --------------------------------------------------------------------------- drafts
 
 
-def _canonical(spec_path: Path) -> tuple[dict[str, Any], str]:
-    text = spec_path.read_text(encoding="utf-8")
-    doc = yaml.safe_load(text)
-    if not isinstance(doc, dict) or "entities" not in doc:
-        raise ProfileError(f"{spec_path}: not a source spec")
-    return doc, text
+def _spec_hints(entity: str, spec_path: Path | None = None) -> tuple[dict[str, dict[str, Any]], dict[str, dict]]:
+    """(the spec in force's fields of ``entity`` as written, its value_maps): column names, value maps, formats
+    and regions lent to the draft as hints. Empty when the spec does not declare the entity or cannot be read."""
+    try:
+        doc = yaml.safe_load((spec_path or source_spec_path()).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return {}, {}
+    if not isinstance(doc, dict):
+        return {}, {}
+    ent = (doc.get("entities") or {}).get(entity)
+    fields = ent.get("fields") if isinstance(ent, dict) else None
+    maps = doc.get("value_maps") if isinstance(doc.get("value_maps"), dict) else {}
+    hints = {k: v for k, v in (fields or {}).items() if k in CANONICAL[entity] and isinstance(v, dict)}
+    return hints, maps
+
+
+def _targets(entity: str, spec_path: Path | None) -> tuple[dict[str, dict[str, Any]], dict[str, dict]]:
+    """Canonical field -> hint (the spec in force's entry, or {}), in raw column order; and the value maps."""
+    hints, maps = _spec_hints(entity, spec_path)
+    return {f: dict(hints.get(f, {})) for f in CANONICAL[entity]}, maps
 
 
 def _similarity(col: ColumnProfile, fname: str, fspec: dict[str, Any]) -> float:
@@ -590,9 +656,10 @@ def map_columns(p: FileProfile, fields: dict[str, dict[str, Any]], key: str) -> 
     return mapping
 
 
+#: sample type -> the canonical types it can be read as (email, phone, varchar and category read any text)
 _TYPE_OK = {
     "bigint": {"bigint", "integer"}, "integer": {"integer"}, "decimal": {"decimal", "integer"},
-    "boolean": {"boolean"}, "date": {"date"}, "timestamp": {"timestamp", "date"},
+    "boolean": {"boolean"}, "date": {"date", "timestamp"}, "timestamp": {"timestamp", "date"},
 }  # fmt: skip
 
 
@@ -600,113 +667,186 @@ def _q(s: str) -> str:
     return json.dumps(s, ensure_ascii=False)  # a JSON string is a valid YAML flow scalar
 
 
-def _field_line(fname: str, fspec: dict[str, Any], col: ColumnProfile, fmt: str, mapped: set[str]) -> list[str]:
-    canon = fspec.get("type", "varchar")
-    todo = ""
-    typ = canon
-    extra: list[str] = []
+def _conflict(fname: str, canon: str, col: ColumnProfile) -> str | None:
+    """Why the column cannot be read as the canonical field's type (None: it can)."""
+    if canon == "bigint" and col.type == "varchar":
+        return None  # a text id: text_id
     if canon in _TYPE_OK and col.type not in _TYPE_OK[canon]:
-        typ = col.type if col.type in ("date", "timestamp") and canon in ("date", "timestamp") else "varchar"
-        todo = f"TODO: the canonical type is {canon}, the sample reads as {col.type}"
+        return f"the sample reads as {col.type}, {fname} is {canon}"
+    if canon == "boolean" and col.evidence.get("unreadable_boolean_values"):
+        return "t/f values: ingest reads true/false, yes/no, y/n, 1/0"
+    if canon in ("date", "timestamp") and not col.formats:
+        return f"no date format fits the sample, {fname} is {canon}"
+    return None
+
+
+def _field_line(
+    entity: str, fname: str, hint: dict[str, Any], col: ColumnProfile, fmt: str, mapped: set[str], key: str,
+    maps: dict[str, dict], used_maps: dict[str, dict],
+) -> list[str]:  # fmt: skip
+    """One field of the draft: ``name: {column|path, type, ...}`` and its comment (counts and types only)."""
+    canon = CANONICAL[entity][fname].type
+    body = [f"path: {_q(col.source)}" if fmt != "csv" else f"column: {_q(col.source)}", f"type: {canon}"]
+    notes: list[str] = []
+    if fname == key:
+        body.append("required: true")
+    if canon == "bigint" and col.type not in ("bigint", "integer"):
+        body.append("text_id: true")
+        notes.append("text ids: mapped to a stable number")
+    if canon in ("integer", "bigint", "decimal") and col.decimal_separator == ",":
+        body.append('decimal: ","')
+    if canon in ("integer", "bigint", "decimal") and col.thousands_separator:
+        body.append(f"thousands: {_q(col.thousands_separator)}")
+    if canon in ("date", "timestamp"):
+        body.append("formats: [" + ", ".join(_q(f) for f in col.formats) + "]")
+        if col.evidence.get("ambiguous_formats"):
+            notes.append("TODO: day-first and month-first both fit the sample: keep the right format")
+    if canon == "phone" and hint.get("region") in mapped:
+        body.append(f"region: {hint['region']}")
     if canon == "category":
-        if isinstance(fspec.get("value_map"), str):
-            extra.append(f"value_map: {fspec['value_map']}")
+        allowed = CANONICAL[entity][fname].allowed
+        fit = col.category_fit.get(fname, {})
+        ok = fit.get("canonical", 0)
+        vm = hint.get("value_map")
+        name = vm if isinstance(vm, str) and vm in maps else None
+        if name and fit.get("value_map", 0) > ok:
+            body.append(f"value_map: {name}")
+            used_maps[name] = maps[name]
+            ok = fit["value_map"]
+            notes.append(f"value map '{name}' of the spec in force")
+        shown = ", ".join(allowed) if len(allowed) <= 12 else "ISO 3166-1 alpha-2 codes"
+        if not fit:
+            notes.append(f"TODO: {col.distinct} distinct values in the sample: is this a category? ({shown})")
+        elif ok >= col.distinct:
+            notes.append(f"{col.distinct} distinct values in the sample, all canonical")
         else:
-            typ, todo = "varchar", "TODO: canonical type is category: list its 'allowed' values or a 'value_map'"
-    if typ in ("date", "timestamp"):
-        formats = col.formats if col.type in ("date", "timestamp") else []
-        if not formats:
-            formats = list(fspec.get("formats") or [])
-            todo = todo or "TODO: no date format fits the sample; these are the canonical layout's"
-        if not formats:
-            typ, todo = "varchar", todo or "TODO: a date field needs formats"
-        else:
-            extra.append("formats: [" + ", ".join(_q(f) for f in formats) + "]")
-    if typ == "phone" and fspec.get("region") in mapped:
-        extra.append(f"region: {fspec['region']}")
-    if fspec.get("required"):
-        extra.append("required: true")
-    src = f"path: {_q(col.source)}" if fmt != "csv" else f"column: {_q(col.source)}"
-    body = ", ".join([src, f"type: {typ}", *extra])
-    line = f"      {fname}: {{{body}}}"
-    return [line + (f"  # {todo}" if todo else "")]
+            notes.append(
+                f"TODO: {col.distinct} distinct values in the sample, {col.distinct - ok} not canonical: add a"
+                f" value_map (trimmed, lower-cased value -> canonical value: {shown}), or those rows are"
+                f" quarantined as {fname}:invalid_value"
+            )
+    line = f"      {fname}: {{{', '.join(body)}}}"
+    return [line + (f"  # {'; '.join(notes)}" if notes else "")]
+
+
+def _ignored(p: FileProfile, mapping: dict[str, ColumnProfile], near: dict[int, str]) -> list[tuple[str, str]]:
+    """(ignore_columns entry, comment) for every column of the file no field reads; for JSON the top-level
+    keys (what ingest compares), with the unmapped paths under a key that is read noted on it."""
+    mapped_cols = {id(c) for c in mapping.values()}
+
+    def note(c: ColumnProfile) -> str:
+        extra = f"; {near[id(c)]}" if id(c) in near else ""
+        return f"{c.type}, looks like {c.kind} ({c.confidence:.2f}){extra}"
+
+    if p.format == "csv":
+        return [(c.source, note(c)) for c in p.columns if id(c) not in mapped_cols]
+    from crmshield.ingest import _json_top_key  # the same rule ingest applies
+
+    read_keys = {_json_top_key(c.source) for c in mapping.values()}
+    out: dict[str, list[str]] = {}
+    for c in p.columns:
+        if id(c) in mapped_cols:
+            continue
+        out.setdefault(_json_top_key(c.source), []).append(f"{c.source}: {note(c)}")
+    return [(k, "; ".join(v)) for k, v in out.items() if k not in read_keys]
+
+
+def _draft_mapping(
+    p: FileProfile, spec_path: Path
+) -> tuple[dict[str, dict[str, Any]], dict[str, dict], dict[str, ColumnProfile], dict[int, str], str | None]:
+    """(canonical field hints, value maps, field -> column, column id -> why it is not mapped, key note): the
+    mapping both drafts use. A column whose sample cannot be read as its field's canonical type is not mapped
+    (it goes under ignore_columns with the reason), so the draft ingests as it stands."""
+    fields, maps = _targets(p.entity, spec_path)
+    key = CANONICAL_KEYS[p.entity]
+    mapping = map_columns(p, fields, key)
+    key_note = None
+    if key not in mapping:  # no id column by class: a column unique in the sample, if any
+        mapped_cols = {id(c) for c in mapping.values()}
+        unique = [
+            c for c in p.columns
+            if id(c) not in mapped_cols and c.nulls == 0 and c.distinct == c.rows and c.rows > 1
+            and c.type in ("integer", "bigint", "varchar")
+        ]  # fmt: skip
+        if unique:
+            mapping[key] = unique[0]
+            key_note = f"TODO: no id column by name or class; '{unique[0].name}' is unique in the sample: the key?"
+    near: dict[int, str] = {}
+    for fname, col in list(mapping.items()):
+        why = _conflict(fname, CANONICAL[p.entity][fname].type, col)
+        if why is not None:
+            del mapping[fname]
+            near[id(col)] = f"maps onto {fname} by name, but {why}: map it once it reads"
+    return fields, maps, mapping, near, key_note
 
 
 def draft_source_spec(p: FileProfile, spec_path: Path | None = None) -> str:
-    """The draft source spec (YAML text): the profiled entity drafted, the others copied from the spec in force."""
+    """The draft source spec (YAML text) for the profiled entity alone."""
     spec_path = spec_path or source_spec_path()
-    doc, _ = _canonical(spec_path)
-    ents = doc["entities"]
-    cur = ents[p.entity]
-    fields: dict[str, dict[str, Any]] = cur.get("fields", {})
-    mapping = map_columns(p, fields, cur.get("key", ""))
-    fmt = "csv" if p.format == "csv" else "jsonl"
+    fields, maps, mapping, near, key_note = _draft_mapping(p, spec_path)
+    key = CANONICAL_KEYS[p.entity]
+    fmt = {"csv": "csv", "jsonl": "jsonl", "json_array": "json"}[p.format]
     lines = [
         f"{DRAFT_HEADER} Generated by `crmshield profile` from a {p.rows_read}-row sample of {p.file}",
-        f"# for entity '{p.entity}'. Columns were mapped onto the canonical fields of {spec_path.name} by name",
-        "# similarity and content class: check every mapping, type and format. The other entities are copied",
-        f"# unchanged from {spec_path.name} so that this file loads; replace them with their own drafts.",
+        f"# for entity '{p.entity}'. Columns were mapped onto the canonical {p.entity} fields (crmshield.sources) by",
+        f"# name similarity (with the column names of {spec_path.name} as hints) and content class: check every",
+        "# mapping, type and format. Every other column of the file is under ignore_columns with its detected",
+        "# type and class: map it instead where a canonical field fits. Only this entity is declared: the others",
+        "# are empty raw tables until their own drafts are merged in (one file per entity).",
     ]
-    if p.bom:
-        lines.append(f"# note: the file starts with a {p.encoding} byte-order mark.")
-    if p.encoding_note:
-        lines.append(f"# note: encoding {p.encoding_note}.")
     for t in p.todos:
         lines.append(f"# TODO: {t}")
-    missing = [f for f in fields if f not in mapping]
-    key, updated = cur.get("key"), cur.get("updated_at")
     if key not in mapping:
-        lines.append(f"# TODO: no column was found for the key field '{key}'")
-    if updated not in mapping:
-        lines.append(f"# TODO: no column was found for the updated_at field '{updated}'")
-    lines += [
-        "version: 1",
-        f"description: {_q('DRAFT for ' + p.file + ' (' + p.entity + ')')}",
-    ]
-    if doc.get("value_maps"):
-        lines.append(
-            "value_maps: " + json.dumps(doc["value_maps"], ensure_ascii=False) + f"  # copied from {spec_path.name}"
+        lines.append(f"# TODO: no column was found for the key field '{key}': map one (the draft does not load)")
+    lines += ["version: 1", f"description: {_q('DRAFT for ' + p.file + ' (' + p.entity + ')')}"]
+    used_maps: dict[str, dict] = {}
+    field_lines: list[str] = []
+    for fname in [f for f in fields if f in mapping]:
+        field_lines += _field_line(
+            p.entity, fname, fields[fname], mapping[fname], fmt, set(mapping), key, maps, used_maps
         )
+    if key_note and field_lines:
+        field_lines[0] += ("; " if "  # " in field_lines[0] else "  # ") + key_note
+    if used_maps:
+        lines.append("value_maps:  # copied from " + spec_path.name)
+        lines += [f"  {name}: {json.dumps(m, ensure_ascii=False)}" for name, m in used_maps.items()]
     lines += ["", "entities:", f"  {p.entity}:", f"    file: {_q(p.file)}", f"    format: {fmt}",
-              "    delivery: snapshot", "    encoding: utf-8"]  # fmt: skip
+              "    delivery: snapshot  # or delta: each export holds the changed records only"]  # fmt: skip
+    if p.encoding == "utf-8":
+        lines.append("    encoding: auto  # detected: utf-8" + (" with a byte-order mark" if p.bom else ""))
+    else:
+        enc = "utf-16" if p.encoding == "utf-16" else p.encoding
+        note = f": {p.encoding_note}" if p.encoding_note else (" (byte-order mark)" if p.bom else "")
+        lines.append(f"    encoding: {enc}  # detected{note}")
     if fmt == "csv":
-        lines.append(
-            '    delimiter: ","' + ("" if p.delimiter == "," else "  # TODO: the file uses another, see above")
-        )
-        lines.append("    quote: '\"'")
-    first_mapped = next(iter(mapping), None)
-    lines.append(f"    key: {key if key in mapping else first_mapped or key}")
-    lines.append(f"    updated_at: {updated if updated in mapping else key if key in mapping else first_mapped}")
-    lines.append("    fields:")
-    ordered = [f for f in fields if f in mapping]
-    for fname in ordered:
-        lines += _field_line(fname, fields[fname], mapping[fname], fmt, set(mapping))
+        lines.append(f"    delimiter: {_q(p.delimiter or ',')}  # detected")
+        if p.quote and p.quote != '"':
+            lines.append(f"    quote: {_q(p.quote)}  # detected")
+    lines.append(f"    key: {key}")
+    ordering = next((f for f in ("updated_at", "created_at") if f in mapping), None)
+    if ordering == "updated_at":
+        lines.append("    updated_at: updated_at  # orders versions of a record: the latest wins")
+    elif ordering:
+        lines.append(f"    updated_at: {ordering}  # no modification date: versions ordered by {ordering}")
+    else:
+        lines.append("    # no updated_at: no date column maps; the later delivery, then the later row wins")
+    lines += [
+        "    on_new_column: error  # a column neither mapped nor ignored stops ingest (warn: dropped, with a warning)",
+        "    on_missing_column: error  # a mapped column missing from a delivery stops ingest (warn: loaded empty)",
+        "    fields:",
+    ]
+    lines += field_lines or ["      {}  # TODO: no column maps onto a canonical field"]
+    missing = [f for f in fields if f not in mapping]
     if missing:
-        lines.append(f"      # canonical fields without a column yet: {', '.join(missing)}")
-    mapped_cols = {id(c) for c in mapping.values()}
-    unmapped = [c for c in p.columns if id(c) not in mapped_cols]
-    if unmapped:
-        lines.append("      # unmapped: columns of the file with no canonical field (ingest ignores them):")
-        for c in unmapped:
-            lines.append(f"      #   {_q(c.source)}: {c.type}, looks like {c.kind} ({c.confidence:.2f})")
-    if not ordered:
-        lines.append("      # TODO: no column maps onto a canonical field")
+        text = f"canonical fields without a column (NULL in raw): {', '.join(missing)}"
+        lines += [f"      # {ln}" for ln in textwrap.wrap(text, 100)]
+    ignored = _ignored(p, mapping, near)
+    if ignored:
+        what = "columns" if fmt == "csv" else "top-level keys"
+        lines.append(f"    ignore_columns:  # {what} of the file no field reads: known, not loaded")
+        lines += [f"      - {_q(name)}  # {note}" for name, note in ignored]
     lines.append("")
-    for name in ENTITIES:
-        if name == p.entity:
-            continue
-        other = yaml.dump({name: ents[name]}, Dumper=_NoAliasDumper, sort_keys=False, allow_unicode=True, width=120)
-        lines.append(f"  # {name}: copied unchanged from {spec_path.name}")
-        lines += ["  " + ln for ln in other.splitlines()]
-        lines.append("")
     return "\n".join(lines)
-
-
-class _NoAliasDumper(yaml.SafeDumper):
-    """Writes shared values (YAML anchors in the spec in force) out in full: no anchor clashes across blocks."""
-
-    def ignore_aliases(self, data: Any) -> bool:
-        return True
 
 
 _DOMAIN = {"contacts": "contact", "companies": "company", "deals": "deal", "tickets": "ticket"}
@@ -743,10 +883,7 @@ def _policy_rule(c: ColumnProfile, entity: str, canonical: str | None) -> dict[s
 
 def draft_policy(p: FileProfile, spec_path: Path | None = None) -> str:
     """Draft privacy-policy entries for the entity's mapped columns (to merge into config/privacy_policy.yml)."""
-    spec_path = spec_path or source_spec_path()
-    doc, _ = _canonical(spec_path)
-    cur = doc["entities"][p.entity]
-    mapping = map_columns(p, cur.get("fields", {}), cur.get("key", ""))
+    fields, _, mapping, _, _ = _draft_mapping(p, spec_path or source_spec_path())
     lines = [
         f"{DRAFT_HEADER} Generated by `crmshield profile` from a {p.rows_read}-row sample of {p.file}.",
         f"# Draft entries for entities.{p.entity}.columns of config/privacy_policy.yml (the raw column names are",
@@ -757,7 +894,7 @@ def draft_policy(p: FileProfile, spec_path: Path | None = None) -> str:
         f"  {p.entity}:",
         "    columns:",
     ]
-    for fname in [f for f in cur.get("fields", {}) if f in mapping]:
+    for fname in [f for f in fields if f in mapping]:
         c = mapping[fname]
         rule = _policy_rule(c, p.entity, fname)
         body = ", ".join(f"{k}: {json.dumps(v) if isinstance(v, list) else v}" for k, v in rule.items())
@@ -767,7 +904,7 @@ def draft_policy(p: FileProfile, spec_path: Path | None = None) -> str:
     mapped_cols = {id(c) for c in mapping.values()}
     unmapped = [c for c in p.columns if id(c) not in mapped_cols]
     if unmapped:
-        lines.append("  # unmapped columns (not ingested today); what they would need if mapped:")
+        lines.append("  # columns under ignore_columns in the draft spec (not loaded); what each would need if mapped:")
         for c in unmapped:
             rule = _policy_rule(c, p.entity, None)
             body = ", ".join(f"{k}: {json.dumps(v) if isinstance(v, list) else v}" for k, v in rule.items())

@@ -9,6 +9,7 @@ import json
 import re
 from pathlib import Path
 
+import duckdb
 import pytest
 import yaml
 from typer.testing import CliRunner
@@ -109,20 +110,28 @@ def test_semicolon_decimal_comma_dates_postal_codes(tmp_path: Path) -> None:
     assert cols["Tier"].kind == "categorical" and cols["Tier"].distinct == 4
     notes = cols["Notes"]
     assert notes.kind == "free_text_pii" and notes.evidence["email_in_text_matches"] == len(range(0, N, 3))
-    assert any("delimiter ';'" in t for t in p.todos) and any("decimal comma" in t for t in p.todos)
+    assert p.todos == []  # the delimiter and the decimal comma are declared in the draft, not TODOs
 
     spec = write_drafts(p, tmp_path / "out")["source_spec"]
+    assert p.spec_loads is True
     text = Path(spec).read_text(encoding="utf-8")
-    assert text.startswith("# DRAFT: review before use.")
-    assert 'delimiter: ";"' not in text and "# TODO: delimiter ';'" in text  # a TODO, not an invalid key
+    assert text.startswith("# DRAFT: review before use.") and "TODO" not in text
     doc = yaml.safe_load(text)
-    fields = doc["entities"]["contacts"]["fields"]
+    assert list(doc["entities"]) == ["contacts"]  # the profiled entity only
+    ent = doc["entities"]["contacts"]
+    assert (ent["delimiter"], ent["encoding"], ent["format"], ent["key"]) == (";", "auto", "csv", "contact_id")
+    assert "updated_at" not in ent  # nothing maps onto a date that orders versions
+    fields = ent["fields"]
     assert fields["email"] == {"column": "Email", "type": "email"}
     assert fields["postal_code"]["type"] == "varchar"
     assert fields["date_of_birth"] == {"column": "Date of Birth", "type": "date", "formats": ["%d/%m/%Y"]}
     assert fields["first_name"]["column"] == "First Name" and fields["phone"]["column"] == "Phone"
-    assert doc["entities"]["contacts"]["key"] == "contact_id" and fields["contact_id"]["column"] == "Customer ID"
-    assert '#   "Notes": varchar, looks like free_text_pii' in text  # unmapped, in the commented block
+    assert fields["contact_id"] == {"column": "Customer ID", "type": "bigint", "required": True, "text_id": True}
+    assert ent["ignore_columns"] == ["Revenue", "Tier", "Notes"]  # every other column: known, not loaded
+    assert '- "Notes"  # varchar, looks like free_text_pii' in text  # with its detected class
+    assert '- "Revenue"  # decimal, looks like numeric' in text
+    specs = load_source_spec(spec)
+    assert specs["contacts"].ignore_columns == ("Revenue", "Tier", "Notes")
 
 
 def test_draft_policy_entries_are_valid_rules(tmp_path: Path) -> None:
@@ -162,12 +171,12 @@ def test_encodings(tmp_path: Path, codec: str, encoding: str, bom: bool) -> None
     assert _by_name(p)["Email"].kind == "email"
     assert "Customer ID" in _by_name(p)  # the BOM is not part of the first header
     spec = Path(write_drafts(p, tmp_path / "out")["source_spec"]).read_text(encoding="utf-8")
-    if encoding == "utf-8":
-        assert p.encoding_note is None and not any("re-encode" in t for t in p.todos)
+    assert p.spec_loads is True and p.todos == []
+    declared = load_source_spec(p.drafts["source_spec"])["contacts"].encoding
+    if encoding == "utf-8":  # with or without a BOM: auto reads both
+        assert p.encoding_note is None and declared == "auto"
     else:
-        assert any(f"the file is {encoding}" in t for t in p.todos)
-        assert f"# TODO: the file is {encoding}; ingest reads UTF-8 only" in spec
-        assert "encoding: utf-8" in spec and f"encoding: {encoding}" not in spec
+        assert declared == encoding and f"encoding: {encoding}  # detected" in spec
     if encoding == "cp1252":
         assert "cp1252" in (p.encoding_note or "")
 
@@ -194,7 +203,11 @@ def test_json_lines_nested_and_invalid_lines(tmp_path: Path) -> None:
     t = doc["entities"]["tickets"]
     assert t["format"] == "jsonl" and t["fields"]["ticket_id"] == {"path": "$.id", "type": "bigint", "required": True}
     assert t["fields"]["created_at"]["path"] == "$.created_at"
+    assert t["updated_at"] == "created_at"  # no modification date: versions ordered by creation
+    assert "delimiter" not in t and "quote" not in t
     assert p.spec_loads is True
+    # the unread top-level keys are ignored by name (what ingest compares), never left unclassified
+    assert t["ignore_columns"] == ["contact", "body"]
 
 
 def test_json_array_streams_a_sample(tmp_path: Path) -> None:
@@ -203,8 +216,13 @@ def test_json_array_streams_a_sample(tmp_path: Path) -> None:
     f.write_text(json.dumps(recs, indent=1), encoding="utf-8")
     p = profile(f, sample_rows=25)
     assert (p.format, p.rows_read) == ("json_array", 25)
-    assert any("JSON lines only" in t for t in p.todos)
+    assert p.todos == []  # a JSON array is format: json
     assert _by_name(p)["$.email"].kind == "email"
+    write_drafts(p, tmp_path / "out")
+    assert p.spec_loads is True
+    spec = load_source_spec(p.drafts["source_spec"])["contacts"]
+    assert spec.format == "json"
+    assert {f.name: f.source for f in spec.fields} == {"contact_id": "$.id", "email": "$.email"}
 
 
 def test_sample_is_bounded_and_no_header(tmp_path: Path) -> None:
@@ -266,6 +284,13 @@ def test_real_export_telco(tmp_path: Path) -> None:
     assert cols["Churn"].type == "boolean" and cols["Contract"].kind == "categorical"
     assert not any(c.kind in ("email", "phone", "person_name", "free_text_pii") for c in p.columns)
     text = _all_output(p, tmp_path)
+    assert p.spec_loads is True
+    spec = load_source_spec(p.drafts["source_spec"])
+    assert list(spec) == ["contacts"]
+    c = spec["contacts"]
+    assert [(f.name, f.source, f.text_id) for f in c.fields] == [("contact_id", "customerID", True)]
+    assert c.updated_at is None and c.encoding == "auto" and c.delimiter == ","
+    assert set(c.ignore_columns) == set(cols) - {"customerID"}  # the other 20 columns, each classified
     with TELCO.open(encoding="utf-8", newline="") as fh:
         rows = list(csv.DictReader(fh))
     values = {v.strip() for r in rows for v in r.values() if len(v.strip()) >= 5 and not _numeric(v)}
@@ -311,3 +336,133 @@ def test_cli_profile(tmp_path: Path) -> None:
     assert bad.exit_code == 2
     missing = runner.invoke(app, ["profile", str(tmp_path / "nope.csv"), "--out", str(out)])
     assert missing.exit_code == 1
+
+
+# --------------------------------------------------------------------------- drafts that ingest as they stand
+
+
+STAGES = ["Closed Won", "Closed Lost", "Contract Sent", "Qualified To Buy"]  # canonical after normalization
+
+
+def _deals_rows() -> list[dict[str, str]]:
+    rows = []
+    for i in range(N):
+        amount = 1000 + i * 1234 + (i * 37) % 100 / 100
+        rows.append({
+            "Deal ID": str(880000 + i * 7),
+            "Deal Name": f"Großauftrag {LAST[i % 30]} Nr. {i}",
+            "Stage": STAGES[i % 4],
+            "Amount": f"{amount:,.2f}".replace(",", "X").replace(".", ",").replace("X", "."),  # 12.345,67
+            "Close Date": f"{(i % 28) + 1:02d}.{(i % 12) + 1:02d}.2025",
+            "Create Date": f"{(i % 28) + 1:02d}.{(i % 9) + 1:02d}.2024 {8 + i % 10:02d}:{i % 60:02d}",
+            "Währung": "EUR",
+            "Notiz": f"Rückruf bei {FIRST[i % 30]} wegen Angebot über {amount:.0f} Euro, bitte prüfen.",
+        })  # fmt: skip
+    return rows
+
+
+def _ingest(data_dir: Path, monkeypatch: pytest.MonkeyPatch, spec: str | Path, *files: Path) -> dict:
+    from crmshield.config import Settings
+    from crmshield.ingest import ingest
+
+    landing = data_dir / "landing"
+    landing.mkdir(exist_ok=True)
+    for f in files:
+        (landing / f.name).write_bytes(f.read_bytes())
+    monkeypatch.setenv("CRMSHIELD_SOURCE_SPEC", str(spec))
+    return ingest(Settings.from_env(data_dir)).files
+
+
+def test_semicolon_cp1252_decimal_comma_dotted_dates_draft_ingests(
+    tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A German spreadsheet export: ';', cp1252, 12.345,67 amounts, DD.MM.YYYY dates: the draft loads and ingests
+    every row, with the amounts and dates read right."""
+    rows = _deals_rows()
+    f = tmp_path / "angebote.csv"
+    f.write_bytes(_csv_text(rows, delimiter=";").encode("cp1252"))
+    p = profile(f, entity="deals")
+    assert (p.encoding, p.delimiter) == ("cp1252", ";")
+    cols = _by_name(p)
+    assert (cols["Amount"].decimal_separator, cols["Amount"].thousands_separator) == (",", ".")
+    assert cols["Close Date"].formats == ["%d.%m.%Y"]
+    assert cols["Stage"].category_fit["stage"] == {"canonical": 4}
+    spec_path = write_drafts(p, tmp_path / "drafts")["source_spec"]
+    assert p.spec_loads is True
+    text = Path(spec_path).read_text(encoding="utf-8")
+    assert "# 4 distinct values in the sample, all canonical" in text
+    spec = load_source_spec(spec_path)["deals"]
+    assert (spec.encoding, spec.delimiter, spec.key, spec.updated_at) == ("cp1252", ";", "deal_id", "created_at")
+    by = {x.name: x for x in spec.fields}
+    assert (by["amount"].source, by["amount"].decimal, by["amount"].thousands) == ("Amount", ",", ".")
+    assert by["close_date"].formats == ("%d.%m.%Y",) and by["created_at"].source == "Create Date"
+    assert by["deal_id"].text_id is False and by["stage"].type == "category"
+    assert set(spec.ignore_columns) == {c for c in rows[0] if c not in {x.source for x in spec.fields}}
+    assert "Notiz" in spec.ignore_columns
+
+    res = _ingest(data_dir, monkeypatch, spec_path, f)
+    deals = res["deals"]
+    assert (deals.read, deals.loaded, deals.quarantined, deals.duplicates) == (N, N, 0, 0)
+    assert not res["contacts"].delivered and res["contacts"].read == 0
+    raw = duckdb.sql(
+        f"SELECT amount, close_date, stage FROM '{data_dir / 'raw' / 'deals.parquet'}' ORDER BY deal_id LIMIT 2"
+    ).fetchall()
+    assert [(float(a), d.isoformat(), s) for a, d, s in raw] == [
+        (1000.0, "2025-01-01", "closedwon"), (2234.37, "2025-02-02", "closedlost"),
+    ]  # fmt: skip
+
+
+def test_people_cp1252_semicolon_draft_ingests(tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rows = _people()
+    rows[3]["Last Name"] = "Müller-Lüdenscheidt"
+    f = tmp_path / "kunden.csv"
+    f.write_bytes(_csv_text(rows, delimiter=";").encode("cp1252"))
+    p = profile(f)
+    spec_path = write_drafts(p, tmp_path / "drafts")["source_spec"]
+    assert p.spec_loads is True
+    contacts = _ingest(data_dir, monkeypatch, spec_path, f)["contacts"]
+    assert (contacts.read, contacts.loaded, contacts.quarantined, contacts.duplicates) == (N, N, 0, 0)
+    assert contacts.normalization["email:normalized"] == N
+    last = duckdb.sql(f"SELECT last_name FROM '{data_dir / 'raw' / 'contacts.parquet'}'").fetchall()
+    assert ("Müller-Lüdenscheidt",) in last  # cp1252 read as cp1252
+
+
+def test_category_without_canonical_values_suggests_a_value_map(tmp_path: Path) -> None:
+    rows = _people()
+    for i, r in enumerate(rows):
+        r["Lifecycle Stage"] = ["Kunde", "Interessent", "Lead"][i % 3]  # only 'Lead' is canonical
+    f = tmp_path / "stages.csv"
+    f.write_text(_csv_text(rows), encoding="utf-8")
+    p = profile(f)
+    assert _by_name(p)["Lifecycle Stage"].category_fit["lifecycle_stage"] == {"canonical": 1}
+    text = Path(write_drafts(p, tmp_path / "drafts")["source_spec"]).read_text(encoding="utf-8")
+    assert p.spec_loads is True
+    line = next(ln for ln in text.splitlines() if ln.strip().startswith("lifecycle_stage:"))
+    assert '{column: "Lifecycle Stage", type: category}' in line and "allowed" not in line
+    assert "TODO: 3 distinct values in the sample, 2 not canonical: add a value_map" in line
+    assert "lifecycle_stage:invalid_value" in line
+    _assert_no_leak({"Kunde", "Interessent"}, text)
+
+
+def test_type_conflict_is_ignored_with_the_reason(tmp_path: Path) -> None:
+    """A column named like a canonical field whose values cannot be read as its type is not mapped (the draft
+    would quarantine every row): it is listed under ignore_columns with why."""
+    rows = _people()
+    for r in rows:
+        r["Created At"] = "sometime last spring"
+    f = tmp_path / "conflict.csv"
+    f.write_text(_csv_text(rows), encoding="utf-8")
+    p = profile(f)
+    text = Path(write_drafts(p, tmp_path / "drafts")["source_spec"]).read_text(encoding="utf-8")
+    assert p.spec_loads is True
+    spec = load_source_spec(p.drafts["source_spec"])["contacts"]
+    assert "created_at" not in {x.name for x in spec.fields} and "Created At" in spec.ignore_columns
+    assert "maps onto created_at by name, but the sample reads as varchar, created_at is timestamp" in text
+
+
+def test_telco_draft_ingests_the_excerpt(tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    p = profile(TELCO)
+    spec_path = write_drafts(p, tmp_path / "drafts")["source_spec"]
+    contacts = _ingest(data_dir, monkeypatch, spec_path, TELCO)["contacts"]
+    assert (contacts.read, contacts.loaded, contacts.quarantined, contacts.duplicates) == (211, 211, 0, 0)
+    assert contacts.files[0].schema_drift == {}  # every column mapped or ignored
