@@ -45,6 +45,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import zipfile
 from collections.abc import Callable, Iterator
@@ -99,7 +100,13 @@ _SQL_TYPES: dict[str, str] = {
 
 
 class IngestError(RuntimeError):
-    """The landing zone cannot be ingested (missing file, missing column, refused delivery, ...)."""
+    """The landing zone cannot be ingested (missing file, missing column, refused delivery, ...).
+
+    Raised once the delivered files are fingerprinted, it carries the run's ``run_id`` and
+    ``input_fingerprint`` (else None), so the failure can be recorded and reported for that run."""
+
+    run_id: str | None = None
+    input_fingerprint: str | None = None
 
 
 @dataclass
@@ -330,8 +337,11 @@ def _prepare(path: Path, spec: EntitySpec, scratch: Path) -> _Prepared:
     directly; a zip member, or any other encoding (cp1252, ...), through a streamed UTF-8 copy in the
     owner-only staging folder (constant memory)."""
     compression = _compression(path, spec)
-    with _open_binary(path, compression) as fh:
-        head = fh.read(ENCODING_SNIFF_BYTES)
+    try:
+        with _open_binary(path, compression) as fh:
+            head = fh.read(ENCODING_SNIFF_BYTES)
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:  # gzip.BadGzipFile is an OSError
+        raise IngestError(f"{path}: cannot be read as {compression} ({exc})") from None
     if not head.strip(b" \t\r\n\x00" + codecs.BOM_UTF8 + codecs.BOM_UTF16_LE):
         raise IngestError(
             f"{path}: the file is empty (no header line, no record). A delivery with no records still carries"
@@ -341,6 +351,8 @@ def _prepare(path: Path, spec: EntitySpec, scratch: Path) -> _Prepared:
     if encoding == "utf-8" and head.startswith(codecs.BOM_UTF8):
         encoding = "utf-8-sig"
     native = _DUCKDB_ENCODINGS.get(encoding)
+    if native == "utf-16" and head.startswith(codecs.BOM_UTF16_BE):
+        native = None  # DuckDB reads UTF-16 little-endian only
     if spec.format == "json" and native not in ("utf-8", None):
         native = None  # DuckDB's JSON reader takes UTF-8 only
     if native is not None and compression in ("none", "gzip"):
@@ -351,7 +363,7 @@ def _prepare(path: Path, spec: EntitySpec, scratch: Path) -> _Prepared:
     done = 0
     with _open_binary(path, compression) as src, out.open("wb") as dst:
         os.chmod(out, 0o600)
-        while block := src.read(1 << 20):
+        while block := _read_block(src, path, compression):
             try:
                 text = decoder.decode(block)
             except UnicodeDecodeError as exc:
@@ -366,6 +378,13 @@ def _prepare(path: Path, spec: EntitySpec, scratch: Path) -> _Prepared:
         except UnicodeDecodeError:
             raise IngestError(f"{path}: the file ends in the middle of a {encoding} character") from None
     return _Prepared(out, encoding, compression, "utf-8", "none")
+
+
+def _read_block(src: IO[bytes], path: Path, compression: str) -> bytes:
+    try:
+        return src.read(1 << 20)
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise IngestError(f"{path}: cannot be read as {compression} ({exc})") from None
 
 
 def _read_header(prep: _Prepared, spec: EntitySpec, path: Path) -> list[str]:
@@ -502,7 +521,11 @@ def _load_source(
             f"escape='', auto_detect=false, {common})"
         )
     else:  # one JSON array: each element is a record (no rejects: a broken array stops the file)
-        source = f"(SELECT json AS line FROM read_json_objects({p}, format='array', compression={_lit(prep.duckdb_compression)}, maximum_object_size={MAX_LINE_BYTES}))"  # noqa: E501
+        json_compression = "uncompressed" if prep.duckdb_compression == "none" else prep.duckdb_compression
+        source = (
+            f"(SELECT json AS line FROM read_json_objects({p}, format='array', compression={_lit(json_compression)},"
+            f" maximum_object_size={MAX_LINE_BYTES}))"
+        )
         con.execute("CREATE OR REPLACE TEMP TABLE rej (line BIGINT, error_type VARCHAR, csv_line VARCHAR)")
         con.execute("CREATE OR REPLACE TEMP TABLE rej_scan (x INTEGER)")
     try:
@@ -532,11 +555,10 @@ def _load_source(
             FROM parsed"""
     else:
         numbering = f"SELECT parsed.* EXCLUDE (_p), CAST(_p + {header_lines} AS BIGINT) AS _source_row FROM parsed"
-    if spec.format == "csv":
+    if spec.format == "csv":  # a view: typing reads it once (parsed and bad_lines are dropped after typing)
         con.execute(
-            f"CREATE OR REPLACE TEMP TABLE src AS SELECT {select}, _source_row FROM ({numbering}) AS parsed_rows"
+            f"CREATE OR REPLACE TEMP VIEW src AS SELECT {select}, _source_row FROM ({numbering}) AS parsed_rows"
         )
-        con.execute("DROP TABLE parsed")
         return n_bad
     con.execute(f"CREATE OR REPLACE TEMP TABLE numbered AS {numbering}")
     con.execute("DROP TABLE parsed")
@@ -567,11 +589,10 @@ def _load_source(
     new = sorted(k for k in keys if k not in used_keys and k not in spec.ignore_columns)
     _apply_drift(spec, path, res, new, missing, renamed, "key")
     con.execute(
-        f"""CREATE OR REPLACE TEMP TABLE src AS SELECT {", ".join(exprs)}, _source_row
+        f"""CREATE OR REPLACE TEMP VIEW src AS SELECT {", ".join(exprs)}, _source_row
         FROM numbered WHERE line IS NOT NULL AND trim(line) <> '' AND json_valid(line)
           AND json_type(line) = 'OBJECT'"""
     )
-    con.execute("DROP TABLE numbered")
     return int(con.execute("SELECT count(*) FROM bad_lines").fetchone()[0])  # type: ignore[index]
 
 
@@ -579,11 +600,17 @@ def _load_source(
 
 
 def _number_text(f: Field, v: str) -> str:
-    if f.thousands:
-        v = f"replace({v}, {_lit(f.thousands)}, '')"
+    """The number as DuckDB reads it. With a decimal comma or a grouping separator the value must have that
+    shape first (``1.234,56``, ``1234,5``): a number written in the other locale is invalid, never misread."""
+    if not f.thousands and f.decimal == ".":
+        return v
+    d, t = re.escape(f.decimal), re.escape(f.thousands)
+    grouped = rf"|[0-9]{{1,3}}({t}[0-9]{{3}})+" if f.thousands else ""
+    shape = rf"^[+-]?([0-9]+{grouped})({d}[0-9]+)?$"
+    out = f"replace({v}, {_lit(f.thousands)}, '')" if f.thousands else v
     if f.decimal == ",":
-        v = f"replace({v}, ',', '.')"
-    return v
+        out = f"replace({out}, ',', '.')"
+    return f"CASE WHEN regexp_full_match({v}, {_lit(shape)}) THEN {out} END"
 
 
 def _typed(f: Field, text: str, entity: str, region: str = "NULL") -> tuple[str, str | None]:
@@ -668,7 +695,9 @@ def _type_file(con: duckdb.DuckDBPyConnection, spec: EntitySpec, file_name: str,
                _source_row, {seq} AS _seq, {key_text} AS _key_text
         FROM src"""
     )
-    con.execute("DROP TABLE src")
+    con.execute("DROP VIEW src")
+    con.execute("DROP TABLE IF EXISTS parsed")
+    con.execute("DROP TABLE IF EXISTS numbered")
 
 
 def _create_typed(con: duckdb.DuckDBPyConnection, entity: str) -> None:
@@ -763,8 +792,8 @@ def ingest_entity(con: duckdb.DuckDBPyConnection, spec: EntitySpec, files: list[
             f"""INSERT INTO bad_all SELECT {_lit(path.name)}, _source_row, field, reason, to_json(record)
             FROM bad_lines"""
         )
-        con.execute("DROP TABLE bad_lines")
         _type_file(con, spec, path.name, seq)
+        con.execute("DROP TABLE bad_lines")
         if prep.path != path:
             prep.path.unlink(missing_ok=True)
         read_results.append(res)
@@ -793,7 +822,7 @@ def ingest_entity(con: duckdb.DuckDBPyConnection, spec: EntitySpec, files: list[
     # then the later row
     order = f"{_q(spec.updated_at)} DESC NULLS LAST, " if spec.updated_at else ""
     con.execute(
-        f"""CREATE OR REPLACE TEMP TABLE candidates AS
+        f"""CREATE OR REPLACE TEMP VIEW candidates AS
         SELECT {names}, _source_file, _source_row, 0 AS _seq FROM base
         UNION ALL
         SELECT {names}, _source_file, _source_row, _seq FROM typed WHERE len(_errors) = 0"""
@@ -900,7 +929,8 @@ def ingest_entity(con: duckdb.DuckDBPyConnection, spec: EntitySpec, files: list[
     if raw_rows != (kept if use_base else 0) + loaded_now:  # pragma: no cover - arithmetic guard
         raise IngestError(f"{spec.entity}: reconciliation failed: raw rows {raw_rows} != kept + loaded")
     normalization = _normalization_counts(con, spec, "winners WHERE NOT _expired")
-    for t in ("typed", "bad_all", "base", "candidates", "winners"):
+    con.execute("DROP VIEW IF EXISTS candidates")
+    for t in ("typed", "bad_all", "base", "winners"):
         con.execute(f"DROP TABLE IF EXISTS {t}")
 
     results = read_results + skipped
@@ -1179,6 +1209,7 @@ def ingest(
     try:
         con.execute("SET preserve_insertion_order = true")
         register_duckdb(con)
+        con.execute("SELECT 1")  # the connection works before anything is read
         if tokens:
             _register_suppression(con, key, tokens)  # type: ignore[arg-type]
         for entity in ENTITIES:  # contacts first: they set the reference date
@@ -1199,9 +1230,11 @@ def ingest(
             results[entity] = res
             if on_entity:
                 on_entity(res)
-    except BaseException:
+    except BaseException as exc:
         con.close()
         shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(exc, IngestError):
+            exc.run_id, exc.input_fingerprint = ctx.run_id, fp
         raise
     con.close()
     when = datetime.now(UTC).isoformat(timespec="seconds")
