@@ -115,11 +115,18 @@ def ingest(data_dir: DataDir = None, as_json: JsonOut = False) -> None:
     from crmshield.pipeline import stage_ingest
 
     res = _guarded(stage_ingest, _settings(data_dir))
-    lines = [f"run {res['run_id']}"] + [
-        f"  {f['file']}: read {f['read']}, loaded {f['loaded']}, quarantined {f['quarantined']}, "
-        f"duplicates {f['duplicates']}, expired {f['expired']}, erased {f['erased']}"
-        for f in res["files"].values()
-    ]
+    lines = [f"run {res['run_id']}"]
+    for entity, f in res["files"].items():
+        if not f.get("delivered", True):
+            lines.append(f"  {entity}: not delivered by this source (an empty raw table)")
+            continue
+        lines.append(f"  {entity} ({f.get('delivery', 'snapshot')}, raw now {f.get('raw_rows', f['loaded']):,} rows)")
+        for d in f.get("files") or []:
+            lines.append(
+                f"    {d['file']} ({d['status']}): read {d['read']}, loaded {d['loaded']}, quarantined "
+                f"{d['quarantined']}, duplicates {d['duplicates']}, expired {d['expired']}, erased {d['erased']}"
+            )
+            lines += [f"      warning: {w}" for w in d.get("warnings") or []]
     _emit(res, as_json, "\n".join(lines))
 
 

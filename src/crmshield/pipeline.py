@@ -129,21 +129,33 @@ def _run_stage(settings: Settings, run_id: str, stage: str, fn: Callable[[], dic
 
 def stage_ingest(settings: Settings | None = None) -> dict[str, Any]:
     """Landing -> raw. Returns ``{"run_id", "input_fingerprint", "files": {...}}``."""
-    from crmshield.ingest import ingest
+    from crmshield.ingest import IngestError, ingest
 
     settings = settings or Settings.from_env()
     started = time.perf_counter()
     digest = config_digest(settings)
-    res = ingest(settings, extra_fingerprint=digest)
+    try:
+        res = ingest(settings, extra_fingerprint=digest)
+    except IngestError as exc:  # a refused delivery: recorded for its run (nothing was written to raw)
+        if exc.run_id:
+            record = failure_record("ingest", exc, time.perf_counter() - started)
+            record.update(run_id=exc.run_id, input_fingerprint=exc.input_fingerprint, config_digest=digest)
+            _clear_later_stages(settings, exc.run_id)
+            _write(settings, exc.run_id, "ingest", record)
+        raise
     out = res.to_dict()
     out["config_digest"] = digest
     out["seconds"] = round(time.perf_counter() - started, 2)
-    # a new run starts clean: stale stage files of an earlier attempt go
-    run_dir = settings.run_dir(res.run_id)
+    _clear_later_stages(settings, res.run_id)
+    return _write(settings, res.run_id, "ingest", out)
+
+
+def _clear_later_stages(settings: Settings, run_id: str) -> None:
+    """A new run starts clean: stale stage files of an earlier attempt go."""
+    run_dir = settings.run_dir(run_id)
     if run_dir.exists():
         for stage in STAGES[1:]:
             (run_dir / f"{stage}.json").unlink(missing_ok=True)
-    return _write(settings, res.run_id, "ingest", out)
 
 
 def stage_validate_raw(run_id: str, settings: Settings | None = None) -> dict[str, Any]:
@@ -226,8 +238,15 @@ def run_all(settings: Settings | None = None, on_stage: Callable[[str, dict[str,
     published stay as they were), the run report is written anyway, and :class:`RunFailed`
     is raised naming the stage and the report.
     """
+    from crmshield.ingest import IngestError
+
     settings = settings or Settings.from_env()
-    ing = stage_ingest(settings)
+    try:
+        ing = stage_ingest(settings)
+    except IngestError as exc:
+        if not exc.run_id:
+            raise
+        raise RunFailed("ingest", exc, Path(stage_report(exc.run_id, settings))) from exc
     run_id, fp = ing["run_id"], ing["input_fingerprint"]
     if on_stage:
         on_stage("ingest", ing)

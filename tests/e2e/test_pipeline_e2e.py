@@ -242,7 +242,7 @@ def _assert_stopped(settings: Settings, exc: RunFailed, stage: str, zone: str, p
     failure = m["failure"]
     assert failure["stage"] == stage and failure["zone"] == zone
     # nothing after the failed hand-over ran; the published marts are the previous run's
-    later = ("validate_raw", "privacy", "validate", "transform", "publish")
+    later = ("ingest", "validate_raw", "privacy", "validate", "transform", "publish")
     for s in later[later.index(stage) + 1 :]:
         assert read_stage(settings, run_id, s) is None, s
     with duckdb.connect(str(settings.published), read_only=True) as con:
@@ -261,7 +261,7 @@ def _assert_stopped(settings: Settings, exc: RunFailed, stage: str, zone: str, p
     return m
 
 
-def test_a_broken_export_stops_the_run_at_the_raw_contract(copy):
+def test_a_broken_export_is_refused_at_ingest(copy):
     settings, previous_run = copy
     published_before = _sha256(settings.published)
     tickets = settings.landing / FILES["tickets"]
@@ -277,13 +277,15 @@ def test_a_broken_export_stops_the_run_at_the_raw_contract(copy):
         broken.append(json.dumps(rec))
     tickets.write_text("\n".join([*lines, *broken]) + "\n", encoding="utf-8")
 
+    raw_before = {p.name: _sha256(p) for p in settings.raw.glob("*.parquet")}
     with pytest.raises(RunFailed) as info:
         run_all(settings)
     message = str(info.value)
-    assert "stage validate_raw failed" in message and "critical expectation(s) failed in the raw zone" in message
-    assert "raw__reconciliation" in message and "quarantined_share" in message
-    m = _assert_stopped(settings, info.value, "validate_raw", "raw", previous_run)
-    failed = m["failure"]["failed_expectations"]
-    assert any(f["suite"] == "raw__reconciliation" and f["severity"] == "critical" for f in failed)
-    assert m["stages"]["ingest"]["files"]["tickets"]["quarantine_reasons"]["created_at:invalid_date"] >= len(broken)
+    assert "stage ingest failed" in message and f"{FILES['tickets']}: " in message
+    assert "would be quarantined, more than entities.tickets.max_bad_share (20%)" in message
+    assert "created_at:invalid_date" in message and "(first at line " in message
+    m = _assert_stopped(settings, info.value, "ingest", None, previous_run)
+    assert m["failure"]["error_type"] == "IngestError"
+    # the delivery was refused as a whole: raw is the previous run's, byte for byte
+    assert {p.name: _sha256(p) for p in settings.raw.glob("*.parquet")} == raw_before
     assert _sha256(settings.published) == published_before
