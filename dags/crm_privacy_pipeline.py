@@ -50,10 +50,20 @@ LANDING = Asset("crmshield_landing")  # emitted by crm_landing_watch for a new e
 def crm_privacy_pipeline() -> None:
     @task(outlets=[RAW_ZONE])
     def ingest() -> dict[str, str]:
-        """Landing CSV/JSONL -> typed Parquet; bad rows quarantined with reasons."""
+        """Landing exports -> typed Parquet, exactly once; bad rows quarantined with reasons. A refused delivery
+        fails this task after handing its run id on, so ``report`` still writes that run's report."""
+        from airflow.sdk import get_current_context
+
+        from crmshield.ingest import IngestError
         from crmshield.pipeline import stage_ingest
 
-        res = stage_ingest()
+        try:
+            res = stage_ingest()
+        except IngestError as exc:
+            if exc.run_id:
+                run = {"run_id": exc.run_id, "input_fingerprint": exc.input_fingerprint or ""}
+                get_current_context()["ti"].xcom_push(key="return_value", value=run)
+            raise
         return {"run_id": res["run_id"], "input_fingerprint": res["input_fingerprint"]}
 
     @task
