@@ -206,3 +206,23 @@ def test_a_crash_before_the_commit_leaves_raw_as_it_was_and_the_retry_completes(
     res = ingest(settings).files["contacts"]
     assert res.raw_rows == 4 and {d.file: d.status for d in res.files}["contacts_002.csv"] == "ingested"
     assert raw(settings)[2][2] == "customer"
+
+
+def test_an_ingested_delta_rewritten_by_the_erasure_scrub_is_not_applied_again(setup):
+    from crmshield.ingest import registry_alias, sha256_file
+
+    settings = setup("delta")
+    path = deliver(settings, "contacts_001.csv", DAY1)
+    deliver(settings, "contacts_002.csv", DAY2)
+    ingest(settings)
+    before = sha256_file(path)
+    deliver(settings, "contacts_001.csv", DAY1[1:])  # the scrub removed contact 1's record in place
+    registry_alias(settings, "contacts", before, sha256_file(path))
+    res = ingest(settings).files["contacts"]
+    assert {d.file: d.status for d in res.files} == {
+        "contacts_001.csv": "already_ingested",
+        "contacts_002.csv": "already_ingested",
+    }
+    assert res.raw_rows == 4  # raw drops an erased subject through the suppression list, not by re-reading
+    entry = load_registry(settings)["contacts"]["files"][sha256_file(path)]
+    assert entry["rewritten_from"] == before
