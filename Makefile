@@ -1,6 +1,6 @@
 # Quick start: `make demo` runs the pipeline on a generated sample; `make test` runs the tests.
 # Both set themselves up (uv, .venv from uv.lock, Java check) via scripts/bootstrap.sh.
-.PHONY: setup demo test test-fast lint bench bench-10m bench-dp clean
+.PHONY: setup demo test test-fast lint bench bench-10m bench-dp bench-ingest clean
 
 VENV := .venv/bin
 BENCH_ARGS ?=
@@ -37,6 +37,11 @@ bench-10m: setup
 # DP engine benchmark, one process, 1M rows: plain DuckDB vs SmartNoise on DuckDB vs SmartNoise's pandas engine.
 bench-dp: setup
 	$(VENV)/python -m crmshield.dp_bench $(BENCH_ARGS)
+
+# Ingest benchmark, 1M contacts: crmshield.ingest vs DuckDB's own read_csv -> Parquet on the same export.
+# Constant memory at 2 GB: make bench-ingest BENCH_ARGS="--memory --gb 2 --reuse"
+bench-ingest: setup
+	$(VENV)/python -m crmshield.ingest_bench $(BENCH_ARGS)
 
 clean:
 	rm -rf data .airflow dbt_project/target dbt_project/logs spark-warehouse

@@ -28,7 +28,9 @@ if [ -z "$UV" ]; then
 fi
 
 # the locked environment (fast no-op when already in sync)
-"$UV" sync --frozen --python "$PY" --quiet
+# --compile-bytecode: .pyc files for every package once, at install (imports then skip compiling source, which
+# matters where PYTHONDONTWRITEBYTECODE is set: pandas imports in 0.5 s instead of 1.8 s)
+"$UV" sync --frozen --python "$PY" --quiet --compile-bytecode
 
 # Spark needs Java 17+: say so plainly instead of failing later with a JVM trace
 if ! .venv/bin/python -m crmshield.java; then

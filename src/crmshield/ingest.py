@@ -528,40 +528,22 @@ def _load_source(
         )
         con.execute("CREATE OR REPLACE TEMP TABLE rej (line BIGINT, error_type VARCHAR, csv_line VARCHAR)")
         con.execute("CREATE OR REPLACE TEMP TABLE rej_scan (x INTEGER)")
+    if spec.format == "csv":  # one pass: the scan happens when typing reads this view (see _finish_scan)
+        con.execute(
+            f"""CREATE OR REPLACE TEMP VIEW src AS
+            SELECT {select}, CAST(row_number() OVER () + {header_lines} AS BIGINT) AS _source_row FROM {source}"""
+        )
+        return -1
     try:
         con.execute(f"CREATE OR REPLACE TEMP TABLE parsed AS SELECT row_number() OVER () AS _p, * FROM {source}")
     except Exception as exc:  # duckdb.Error: the message names the position, never a value of ours
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise IngestError(f"{path}: cannot be read as {spec.format} ({first})") from None
-    con.execute(
-        """CREATE OR REPLACE TEMP TABLE bad_lines AS
-        SELECT CAST(line AS BIGINT) AS _source_row,
-               CASE WHEN bool_or(error_type = 'INVALID ENCODING') THEN 'invalid_encoding'
-                    ELSE 'malformed_line' END AS reason,
-               'record' AS field, any_value(csv_line) AS record
-        FROM rej GROUP BY line"""
-    )
-    con.execute("DROP TABLE rej")
-    con.execute("DROP TABLE rej_scan")
-    # line number of parsed record p: header + p + rejected lines before it
-    n_bad = int(con.execute("SELECT count(*) FROM bad_lines").fetchone()[0])  # type: ignore[index]
-    if n_bad:
-        numbering = f"""WITH rj AS (SELECT _source_row AS line,
-                               row_number() OVER (ORDER BY _source_row) AS j FROM bad_lines)
-            SELECT parsed.* EXCLUDE (_p),
-                   CAST(_p + {header_lines}
-                        + (SELECT count(*) FROM rj WHERE rj.line - rj.j <= parsed._p - 1 + {header_lines})
-                        AS BIGINT) AS _source_row
-            FROM parsed"""
-    else:
-        numbering = f"SELECT parsed.* EXCLUDE (_p), CAST(_p + {header_lines} AS BIGINT) AS _source_row FROM parsed"
-    if spec.format == "csv":  # a view: typing reads it once (parsed and bad_lines are dropped after typing)
-        con.execute(
-            f"CREATE OR REPLACE TEMP VIEW src AS SELECT {select}, _source_row FROM ({numbering}) AS parsed_rows"
-        )
-        return n_bad
+        raise _unreadable(path, spec, exc) from None
+    n_bad = _collect_rejects(con)
+    numbering = "SELECT parsed.* EXCLUDE (_p), CAST(_p AS BIGINT) AS _source_row FROM parsed"
     con.execute(f"CREATE OR REPLACE TEMP TABLE numbered AS {numbering}")
     con.execute("DROP TABLE parsed")
+    if n_bad:
+        _renumber(con, "numbered", "TRUE")
     con.execute(
         """INSERT INTO bad_lines
         SELECT _source_row, 'malformed_json', 'record', line FROM numbered
@@ -596,6 +578,45 @@ def _load_source(
     return int(con.execute("SELECT count(*) FROM bad_lines").fetchone()[0])  # type: ignore[index]
 
 
+def _unreadable(path: Path, spec: EntitySpec, exc: Exception) -> IngestError:
+    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return IngestError(f"{path}: cannot be read as {spec.format} ({first})")
+
+
+def _collect_rejects(con: duckdb.DuckDBPyConnection) -> int:
+    """DuckDB's rejects of the scan just done -> table ``bad_lines`` (one row per rejected line); their count."""
+    con.execute(
+        """CREATE OR REPLACE TEMP TABLE bad_lines AS
+        SELECT CAST(line AS BIGINT) AS _source_row,
+               CASE WHEN bool_or(error_type = 'INVALID ENCODING') THEN 'invalid_encoding'
+                    ELSE 'malformed_line' END AS reason,
+               'record' AS field, any_value(csv_line) AS record
+        FROM rej GROUP BY line"""
+    )
+    con.execute("DROP TABLE rej")
+    con.execute("DROP TABLE rej_scan")
+    return int(con.execute("SELECT count(*) FROM bad_lines").fetchone()[0])  # type: ignore[index]
+
+
+def _renumber(con: duckdb.DuckDBPyConnection, table: str, where: str) -> None:
+    """Turn the record numbers in ``table._source_row`` (``r = n + h`` for the n-th record read after ``h``
+    header lines) into line numbers: add the rejected lines before each record. The j-th rejected line L (in
+    order) precedes the record exactly when L - j <= r - 1; an ASOF join finds the largest such j."""
+    con.execute(
+        """CREATE OR REPLACE TEMP TABLE _rk AS
+        SELECT line - j AS k, max(j) AS j
+        FROM (SELECT _source_row AS line, row_number() OVER (ORDER BY _source_row) AS j FROM bad_lines)
+        GROUP BY 1"""
+    )
+    con.execute(
+        f"""UPDATE {table} SET _source_row = {table}._source_row + r.j
+        FROM (SELECT t._source_row AS old, r.j FROM (SELECT _source_row FROM {table} WHERE {where}) t
+              ASOF JOIN _rk r ON t._source_row - 1 >= r.k) r
+        WHERE {where} AND {table}._source_row = r.old"""
+    )
+    con.execute("DROP TABLE _rk")
+
+
 # --------------------------------------------------------------------------- typing
 
 
@@ -623,8 +644,8 @@ def _typed(f: Field, text: str, entity: str, region: str = "NULL") -> tuple[str,
     v = f"nullif(trim({text}), '')"
     if f.type == "varchar":
         return v, None
-    if f.type == "email":
-        return f"crm_email({v})", None
+    if f.type == "email":  # printable ASCII without spaces: NFC, strip and lower are DuckDB's lower()
+        return f"CASE WHEN regexp_full_match({v}, '[!-~]+') THEN lower({v}) ELSE crm_email({v}) END", None
     if f.type == "phone":
         return f"crm_phone({v}, {region})", None
     if f.type == "bigint" and f.text_id:  # a stable 60-bit number from the id's sha256 (collisions checked)
@@ -665,35 +686,42 @@ def _typed(f: Field, text: str, entity: str, region: str = "NULL") -> tuple[str,
 
 
 def _type_file(con: duckdb.DuckDBPyConnection, spec: EntitySpec, file_name: str, seq: int) -> None:
-    """``src`` -> rows appended to ``typed`` (canonical columns, ``_errors``, ``_record``, lineage)."""
-    typed_cols, error_exprs = [], []
+    """``src`` -> rows appended to ``typed`` (canonical columns, ``_errors``, ``_record`` for rows with errors,
+    lineage). Each value is typed once; the record (the row's source text, for the quarantine) is only built for
+    rows with errors."""
+    inner, error_exprs, outer = [], [], []
     by_name = {f.name: f for f in spec.fields}
     for name in CANONICAL[spec.entity]:
         f = by_name.get(name)
         if f is None:
-            typed_cols.append(f"CAST(NULL AS {_SQL_TYPES[CANONICAL[spec.entity][name].type]}) AS {_q(name)}")
+            outer.append(f"CAST(NULL AS {_SQL_TYPES[CANONICAL[spec.entity][name].type]}) AS {_q(name)}")
             continue
         region = _typed(by_name[f.region], _q(f.region), spec.entity)[0] if f.region else "NULL"
         expr, code = _typed(f, _q(f.name), spec.entity, region)
-        typed_cols.append(f"{expr} AS {_q(f.name)}")
+        t, src = _q(f"__t__{name}"), _q(f"__s__{name}")
+        inner += [f"{expr} AS {t}", f"{_q(name)} AS {src}"]
+        outer.append(f"{t} AS {_q(name)}")
         if code:
             error_exprs.append(
-                f"CASE WHEN nullif(trim({_q(f.name)}), '') IS NOT NULL AND ({expr}) IS NULL "
-                f"THEN {_lit(f.name + ':' + code)} END"
+                f"CASE WHEN nullif(trim({src}), '') IS NOT NULL AND {t} IS NULL THEN {_lit(f.name + ':' + code)} END"
             )
         if f.required or f.name == spec.key:
-            error_exprs.append(
-                f"CASE WHEN nullif(trim({_q(f.name)}), '') IS NULL THEN {_lit(f.name + ':missing_value')} END"
-            )
-    errors = "list_filter([" + ", ".join(error_exprs) + "], x -> x IS NOT NULL)" if error_exprs else "[]::VARCHAR[]"
-    record = "to_json(struct_pack(" + ", ".join(f"{_q(f.name)} := {_q(f.name)}" for f in spec.fields) + "))"
+            error_exprs.append(f"CASE WHEN nullif(trim({src}), '') IS NULL THEN {_lit(f.name + ':missing_value')} END")
+    # the list of error codes is only built for rows with an error (lists per row are costly at 1M rows)
+    errors = (
+        f"CASE WHEN {' OR '.join(f'({c}) IS NOT NULL' for c in error_exprs)} THEN"
+        f" list_filter([{', '.join(error_exprs)}], x -> x IS NOT NULL) ELSE []::VARCHAR[] END"
+        if error_exprs
+        else "[]::VARCHAR[]"
+    )
+    record = "to_json(struct_pack(" + ", ".join(f"{_q(f.name)} := {_q('__s__' + f.name)}" for f in spec.fields) + "))"
     key = by_name[spec.key]
-    key_text = f"nullif(trim({_q(key.name)}), '')" if key.text_id else "NULL::VARCHAR"
+    key_text = f"nullif(trim({_q('__s__' + key.name)}), '')" if key.text_id else "NULL::VARCHAR"
     con.execute(
         f"""INSERT INTO typed BY NAME
-        SELECT {", ".join(typed_cols)}, {errors} AS _errors, {record} AS _record, {_lit(file_name)} AS _source_file,
-               _source_row, {seq} AS _seq, {key_text} AS _key_text
-        FROM src"""
+        SELECT {", ".join(outer)}, _errors, CASE WHEN len(_errors) > 0 THEN {record} END AS _record,
+               {_lit(file_name)} AS _source_file, _source_row, {seq} AS _seq, {key_text} AS _key_text
+        FROM (SELECT *, {errors} AS _errors FROM (SELECT {", ".join(inner)}, _source_row FROM src))"""
     )
     con.execute("DROP VIEW src")
     con.execute("DROP TABLE IF EXISTS parsed")
@@ -787,12 +815,20 @@ def ingest_entity(con: duckdb.DuckDBPyConnection, spec: EntitySpec, files: list[
         )  # fmt: skip
         prep = _prepare(path, spec, scratch)
         res.encoding, res.compression = prep.encoding, prep.compression
-        _load_source(con, spec, path, prep, res)
+        n_bad = _load_source(con, spec, path, prep, res)
+        try:
+            _type_file(con, spec, path.name, seq)
+        except Exception as exc:
+            if spec.format != "csv" or isinstance(exc, IngestError):
+                raise
+            raise _unreadable(path, spec, exc) from None
+        if n_bad < 0:  # csv: the scan is done, its rejects are known
+            if _collect_rejects(con):
+                _renumber(con, "typed", f"_seq = {seq}")
         con.execute(
             f"""INSERT INTO bad_all SELECT {_lit(path.name)}, _source_row, field, reason, to_json(record)
             FROM bad_lines"""
         )
-        _type_file(con, spec, path.name, seq)
         con.execute("DROP TABLE bad_lines")
         if prep.path != path:
             prep.path.unlink(missing_ok=True)
@@ -879,7 +915,7 @@ def ingest_entity(con: duckdb.DuckDBPyConnection, spec: EntitySpec, files: list[
                    count(*) FILTER (WHERE w._source_row IS NOT NULL AND NOT w._expired AND b.k IS NULL),
                    count(*) FILTER (WHERE w._source_row IS NOT NULL AND NOT w._expired AND b.k IS NOT NULL)
             FROM typed t
-            LEFT JOIN w ON w._seq = t._seq AND w._source_row = t._source_row AND len(t._errors) = 0
+            LEFT JOIN w ON w._seq = t._seq AND w._source_row = t._source_row  -- winners are error-free rows
             LEFT JOIN b ON b.k = t.{_q(spec.key)}
             GROUP BY ALL"""
         ).fetchall()
