@@ -76,7 +76,9 @@ if TYPE_CHECKING:
     from crmshield.keys import PseudonymKey
 
 
-MAX_LINE_BYTES = 64 * 1024 * 1024  # a 1 MB ticket body is ordinary; a 64 MB line is an error
+MAX_LINE_BYTES = 16 * 1024 * 1024  # a 1 MB ticket body is ordinary; a 16 MB record is an error (quarantined)
+#: DuckDB's CSV read buffer: at least a record, and bounded (its default grows with max_line_size: 1 GiB at 64 MB)
+CSV_BUFFER_BYTES = 2 * MAX_LINE_BYTES
 #: DuckDB's memory ceiling for ingest (``$CRMSHIELD_INGEST_MEMORY_LIMIT``); beyond it DuckDB spills to the
 #: owner-only staging folder, so a file of any size is ingested in bounded memory.
 DEFAULT_MEMORY_LIMIT = "2GB"
@@ -498,7 +500,7 @@ def _load_source(
     p = _lit(str(prep.path))
     common = (
         f"encoding={_lit(prep.duckdb_encoding)}, compression={_lit(prep.duckdb_compression)}, store_rejects=true,"
-        f" rejects_table='rej', rejects_scan='rej_scan', max_line_size={MAX_LINE_BYTES}"
+        f" rejects_table='rej', rejects_scan='rej_scan', max_line_size={MAX_LINE_BYTES}, buffer_size={CSV_BUFFER_BYTES}"
     )
     header_lines = 0
     if spec.format == "csv":
@@ -578,8 +580,10 @@ def _load_source(
     return int(con.execute("SELECT count(*) FROM bad_lines").fetchone()[0])  # type: ignore[index]
 
 
-def _unreadable(path: Path, spec: EntitySpec, exc: Exception) -> IngestError:
+def _unreadable(path: Path, spec: EntitySpec, exc: Exception, typing: bool = False) -> IngestError:
     first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if typing:  # the CSV is scanned while it is typed: the error may be the file's or the machine's
+        return IngestError(f"{path}: reading and typing the {spec.format} failed ({first})")
     return IngestError(f"{path}: cannot be read as {spec.format} ({first})")
 
 
@@ -821,7 +825,7 @@ def ingest_entity(con: duckdb.DuckDBPyConnection, spec: EntitySpec, files: list[
         except Exception as exc:
             if spec.format != "csv" or isinstance(exc, IngestError):
                 raise
-            raise _unreadable(path, spec, exc) from None
+            raise _unreadable(path, spec, exc, typing=True) from None
         if n_bad < 0:  # csv: the scan is done, its rejects are known
             if _collect_rejects(con):
                 _renumber(con, "typed", f"_seq = {seq}")
