@@ -782,12 +782,8 @@ def _plan(spec: EntitySpec, files: list[Path], ctx: _Context) -> tuple[list[Path
     if spec.delivery == "snapshot":
         latest = files[-1]
         sha = ctx.hashes[latest.name]
-        for p in files[:-1]:
-            prior = known.get(ctx.hashes[p.name])
-            if prior and prior.get("status") == "ingested" and ctx.hashes[p.name] != sha:
-                skipped.append(noop(p, "superseded"))  # read by an earlier run, replaced since
-            else:
-                skipped.append(noop(p, "superseded" if ctx.hashes[p.name] != sha else "duplicate_delivery"))
+        for p in files[:-1]:  # older snapshot files: replaced by the newest (or the same content under two names)
+            skipped.append(noop(p, "superseded" if ctx.hashes[p.name] != sha else "duplicate_delivery"))
         if current == sha and raw_exists and sha in known:
             skipped.append(noop(latest, "already_ingested", known[sha]))
             return [], skipped, True
