@@ -110,8 +110,10 @@ def generate(
 
 @app.command()
 def ingest(data_dir: DataDir = None, as_json: JsonOut = False) -> None:
-    """Landing -> raw zone (typed Parquet); bad rows go to quarantine with reasons; expired and erased rows are
-    dropped (retention policy; erasure suppression list, after processing landing/erasure_requests.csv)."""
+    """Landing -> raw zone (typed Parquet) as the source spec ($CRMSHIELD_SOURCE_SPEC) maps it, exactly once: a file
+    already ingested is a recorded no-op, snapshots replace, deltas upsert; bad rows go to quarantine with file, line
+    and reason (a file over the spec's max_bad_share is refused); expired and erased rows are dropped (retention
+    policy; erasure suppression list, after processing landing/erasure_requests.csv)."""
     from crmshield.pipeline import stage_ingest
 
     res = _guarded(stage_ingest, _settings(data_dir))
