@@ -838,7 +838,7 @@ def ingest_entity(con: duckdb.DuckDBPyConnection, spec: EntitySpec, files: list[
     # erasure: drop suppressed subjects from the new rows (counted per file) and from the base
     erased_by_file: dict[str, int] = {}
     if ctx.suppression:
-        erased_by_file = _erase_suppressed(con, spec, ctx.suppression, "typed", by_file=True)
+        erased_by_file = _erase_suppressed(con, spec, ctx.suppression, "typed")
     base_path = ctx.settings.raw / f"{spec.entity}.parquet"
     canon = list(CANONICAL[spec.entity])
     names = ", ".join(_q(n) for n in canon)
@@ -1034,9 +1034,7 @@ def _check_text_ids(con: duckdb.DuckDBPyConnection, spec: EntitySpec) -> None:
         )
 
 
-def _erase_suppressed(
-    con: duckdb.DuckDBPyConnection, spec: EntitySpec, fk: str, table: str, by_file: bool = False
-) -> dict[str, int]:
+def _erase_suppressed(con: duckdb.DuckDBPyConnection, spec: EntitySpec, fk: str, table: str) -> dict[str, int]:
     """Drop the rows of suppressed subjects from ``table`` (see ``crmshield.erasure``); counts per file."""
     listed = "IN (SELECT token FROM _suppressed)"
     if spec.entity == "contacts":
@@ -1051,7 +1049,7 @@ def _erase_suppressed(
         cond = f"{_q(fk)} IN (SELECT id FROM _erased_ids) OR crm_token('crm_id', CAST({_q(fk)} AS VARCHAR)) {listed}"
     counts = dict(con.execute(f"SELECT _source_file, count(*) FROM {table} WHERE {cond} GROUP BY ALL").fetchall())
     con.execute(f"DELETE FROM {table} WHERE {cond}")
-    return {str(k): int(v) for k, v in counts.items()} if by_file else {"": sum(int(v) for v in counts.values())}
+    return {str(k): int(v) for k, v in counts.items()}
 
 
 def _normalization_counts(con: duckdb.DuckDBPyConnection, spec: EntitySpec, source: str) -> dict[str, int]:

@@ -77,6 +77,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from crmshield.bench import _write_json
 from crmshield.config import Settings
 
 DEFAULT_CONTACTS = 1_000_000
@@ -1003,13 +1004,6 @@ def _environment() -> dict[str, Any]:
 def code_digests() -> dict[str, str]:
     here = Path(__file__).parent
     return {n: hashlib.sha256((here / n).read_bytes()).hexdigest()[:16] for n in WATCHED_CODE if (here / n).is_file()}
-
-
-def _write_json(path: Path, doc: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(doc, indent=2, sort_keys=True, default=str), encoding="utf-8")
-    tmp.replace(path)
 
 
 def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
